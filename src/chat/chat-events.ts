@@ -1,0 +1,41 @@
+/**
+ * Events that leave the chat core through the outbox and the bus. Their JSON form is what STOMP
+ * clients receive as the MESSAGE body, so field names are public API.
+ */
+
+/** ChatMessageResponse of the low-level design, plus `seq` and `clientMessageId`. */
+export interface ChatMessageView {
+  messageId: string;
+  sessionId: string;
+  seq: number;
+  senderId: string;
+  senderEmail: string;
+  senderDisplayName: string;
+  content: string;
+  clientMessageId: string;
+  sentAt: string;
+  delivered: boolean;
+  seen: boolean;
+}
+
+/** Where an event goes: a session topic, or a user queue resolved to that user's connections. */
+export type Destination =
+  | { readonly topic: string }
+  | { readonly user: string; readonly queue: 'messages' | 'ack' | 'error' | 'receipts' };
+
+export type ChatEvent =
+  | { type: 'message'; sessionId: string; destinations: Destination[]; message: ChatMessageView }
+  | {
+      type: 'receipt';
+      sessionId: string;
+      destinations: Destination[];
+      receipt: { sessionId: string; readerEmail: string; upToSeq: number; status: 'seen' | 'delivered'; messageIds: string[] };
+    }
+  | {
+      type: 'typing';
+      sessionId: string;
+      destinations: Destination[];
+      typing: { sessionId: string; email: string; typing: boolean };
+    };
+
+export const sessionTopic = (sessionId: string): string => `/topic/session.${sessionId}`;

@@ -1,0 +1,274 @@
+/**
+ * The use cases of the chat: who may do what, and what each action emits. No I/O of its own: it
+ * reads and writes through the ports, and transports (HTTP, STOMP) call it with the caller's
+ * verified identity.
+ */
+import { ChatError } from './chat-errors.js';
+import { type ChatMessageView, type Destination, sessionTopic } from './chat-events.js';
+import type { BusEnvelope, Clock, MessageRecord, MessageStore, Participant, ProfileDirectory, SessionRecord } from './ports.js';
+import { normalizeEmail, requireContent, requireEmail, requireIntent, requireSeq, requireUuid } from './validation.js';
+
+/** The authenticated user on whose behalf a use case runs; email is lower-cased by the verifier. */
+export interface Caller {
+  readonly email: string;
+  readonly displayName?: string;
+}
+
+export interface SendMessageInput {
+  sessionId: unknown;
+  content: unknown;
+  clientMessageId: unknown;
+  senderEmail?: unknown;
+  intent?: unknown;
+}
+
+export interface SessionView {
+  sessionId: string;
+  intent: string;
+  me: ParticipantView;
+  peer: ParticipantView;
+  createdAt: string;
+}
+
+export interface ParticipantView {
+  profileId: string;
+  email: string;
+  displayName: string;
+}
+
+export interface HistoryPage {
+  sessionId: string;
+  messages: ChatMessageView[];
+  /** Pass as `before` (paging back) or `after` (catching up) to get the next page; null at the end. */
+  nextCursor: number | null;
+}
+
+export interface SessionListItem extends SessionView {
+  lastSeq: number;
+  lastMessage: ChatMessageView | null;
+  unreadCount: number;
+}
+
+export const MAX_PAGE = 200;
+const SESSION_CACHE_MAX = 10_000;
+
+export interface ChatServiceDeps {
+  store: MessageStore;
+  profiles: ProfileDirectory;
+  clock: Clock;
+  maxContentChars: number;
+}
+
+export class ChatService {
+  /** Sessions never change participants, so an authorisation check needs the database once per session. */
+  private readonly sessions = new Map<string, SessionRecord>();
+
+  constructor(private readonly deps: ChatServiceDeps) {}
+
+  async initSession(caller: Caller, input: { fromEmail?: unknown; toEmail: unknown; intent: unknown }): Promise<SessionView> {
+    const from = input.fromEmail === undefined ? caller.email : requireEmail('fromEmail', input.fromEmail);
+    assertSameIdentity(caller, from, 'fromEmail');
+    const to = requireEmail('toEmail', input.toEmail);
+    const intent = requireIntent('intent', input.intent);
+    if (to === caller.email) throw new ChatError('SELF_CHAT', 'fromEmail and toEmail must differ');
+
+    const [me, peer] = await Promise.all([
+      this.deps.profiles.resolve(caller.email, intent, { displayName: caller.displayName }),
+      this.deps.profiles.resolve(to, intent),
+    ]);
+    if (me.id === peer.id) throw new ChatError('SELF_CHAT', 'both emails resolve to the same profile');
+    const mine: Participant = { profileId: me.id, email: normalizeEmail(me.email), displayName: me.displayName };
+    const theirs: Participant = { profileId: peer.id, email: normalizeEmail(peer.email), displayName: peer.displayName };
+    const [a, b] = mine.profileId < theirs.profileId ? [mine, theirs] : [theirs, mine];
+    const session = await this.deps.store.upsertSession({ a, b, intent });
+    this.remember(session);
+    return sessionView(session, caller.email);
+  }
+
+  async sendMessage(caller: Caller, input: SendMessageInput): Promise<{ message: ChatMessageView; created: boolean }> {
+    const sessionId = requireUuid('sessionId', input.sessionId);
+    const clientMessageId = requireUuid('clientMessageId', input.clientMessageId);
+    if (input.senderEmail !== undefined && input.senderEmail !== null) assertSameIdentity(caller, requireEmail('senderEmail', input.senderEmail), 'senderEmail');
+    const content = requireContent(input.content, this.deps.maxContentChars);
+    const session = await this.participantSession(caller, sessionId);
+    if (input.intent !== undefined && input.intent !== null && input.intent !== session.intent) {
+      throw new ChatError('INTENT_MISMATCH', `intent must be "${session.intent}" for this session`, { field: 'intent' });
+    }
+    const { me, peer } = sides(session, caller.email);
+    const { message, created } = await this.deps.store.appendMessage({
+      sessionId,
+      senderProfileId: me.profileId,
+      content,
+      clientMessageId,
+      sentAt: this.deps.clock.now(),
+      toEvent: (stored) => messageEnvelope(session, me, peer, stored),
+    });
+    return { message: messageView(session, message), created };
+  }
+
+  async history(caller: Caller, sessionIdInput: unknown, page: { limit?: number; before?: number; after?: number }): Promise<HistoryPage> {
+    const sessionId = requireUuid('sessionId', sessionIdInput);
+    const limit = page.limit ?? 50;
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) throw new ChatError('VALIDATION_FAILED', `limit must be 1..${MAX_PAGE}`, { field: 'limit' });
+    if (page.before !== undefined && page.after !== undefined) throw new ChatError('VALIDATION_FAILED', 'use either before or after, not both', { field: 'before' });
+    const beforeSeq = page.before === undefined ? undefined : requireSeq('before', page.before);
+    const afterSeq = page.after === undefined ? undefined : requireSeq('after', page.after);
+    const session = await this.participantSession(caller, sessionId);
+    // One extra row tells whether another page exists without a count query.
+    const rows = await this.deps.store.history(sessionId, { limit: limit + 1, beforeSeq, afterSeq });
+    const hasMore = rows.length > limit;
+    // For `after` the store returns the lowest seqs above the cursor (newest first), so the extra row
+    // to drop is the newest one; for `before` it is the oldest one.
+    const pageRows = hasMore ? (afterSeq !== undefined ? rows.slice(1) : rows.slice(0, limit)) : rows;
+    let nextCursor: number | null = null;
+    if (hasMore && pageRows.length > 0) nextCursor = afterSeq !== undefined ? pageRows[0]!.seq : pageRows.at(-1)!.seq;
+    return { sessionId, messages: pageRows.map((m) => messageView(session, m)), nextCursor };
+  }
+
+  /**
+   * The high-level design's page/size history (page 1 = newest). Seqs are gapless, so a page maps
+   * exactly onto a `before` cursor computed from the session's current last seq.
+   */
+  async historyByPage(caller: Caller, sessionIdInput: unknown, page: number, size: number): Promise<HistoryPage> {
+    const sessionId = requireUuid('chatId', sessionIdInput);
+    await this.participantSession(caller, sessionId);
+    const current = await this.deps.store.getSession(sessionId);
+    if (!current) throw new ChatError('SESSION_NOT_FOUND', `session ${sessionId} does not exist`);
+    const before = current.lastSeq - (page - 1) * size + 1;
+    if (before <= 1) return { sessionId, messages: [], nextCursor: null };
+    return this.history(caller, sessionId, { limit: size, before });
+  }
+
+  async unread(caller: Caller, sessionIdInput: unknown, query: { readerEmail?: unknown; intent?: unknown }): Promise<{ sessionId: string; count: number; messages: ChatMessageView[] }> {
+    const sessionId = requireUuid('sessionId', sessionIdInput);
+    if (query.readerEmail !== undefined) assertSameIdentity(caller, requireEmail('readerEmail', query.readerEmail), 'readerEmail');
+    const session = await this.participantSession(caller, sessionId);
+    if (query.intent !== undefined && query.intent !== session.intent) throw new ChatError('INTENT_MISMATCH', `intent must be "${session.intent}" for this session`, { field: 'intent' });
+    const { me } = sides(session, caller.email);
+    const { count, messages } = await this.deps.store.unseen(sessionId, me.profileId, MAX_PAGE);
+    return { sessionId, count, messages: messages.map((m) => messageView(session, m)) };
+  }
+
+  async markSeen(caller: Caller, sessionIdInput: unknown, upToSeqInput: unknown): Promise<{ sessionId: string; upToSeq: number; updated: number }> {
+    const sessionId = requireUuid('sessionId', sessionIdInput);
+    const upToSeq = requireSeq('upToSeq', upToSeqInput);
+    const session = await this.participantSession(caller, sessionId);
+    const { me, peer } = sides(session, caller.email);
+    const update = await this.deps.store.markSeen(sessionId, me.profileId, upToSeq, (u) =>
+      receiptEnvelope(session, me, peer, 'seen', u.messages),
+    );
+    return { sessionId, upToSeq, updated: update.messages.length };
+  }
+
+  /** Called when a recipient's client acknowledges messages it received. */
+  async markDelivered(caller: Caller, sessionIdInput: unknown, messageIds: readonly string[]): Promise<number> {
+    const sessionId = requireUuid('sessionId', sessionIdInput);
+    const ids = messageIds.map((id) => requireUuid('messageId', id));
+    const session = await this.participantSession(caller, sessionId);
+    const { me, peer } = sides(session, caller.email);
+    const update = await this.deps.store.markDelivered(sessionId, me.profileId, ids, (u) =>
+      receiptEnvelope(session, me, peer, 'delivered', u.messages),
+    );
+    return update.messages.length;
+  }
+
+  async listSessions(caller: Caller, limit = MAX_PAGE): Promise<SessionListItem[]> {
+    const summaries = await this.deps.store.listSessions(caller.email, limit);
+    return summaries.map(({ session, lastMessage, unreadCount }) => {
+      this.remember(session);
+      return {
+        ...sessionView(session, caller.email),
+        lastSeq: session.lastSeq,
+        lastMessage: lastMessage ? messageView(session, lastMessage) : null,
+        unreadCount,
+      };
+    });
+  }
+
+  /**
+   * The session if the caller takes part in it. SESSION_NOT_FOUND and NOT_A_PARTICIPANT are told
+   * apart on purpose: ids are random UUIDs, so the difference reveals nothing guessable.
+   */
+  async participantSession(caller: Caller, sessionId: string): Promise<SessionRecord> {
+    let session = this.sessions.get(sessionId);
+    if (!session) {
+      session = await this.deps.store.getSession(sessionId);
+      if (!session) throw new ChatError('SESSION_NOT_FOUND', `session ${sessionId} does not exist`);
+      this.remember(session);
+    }
+    if (session.a.email !== caller.email && session.b.email !== caller.email) {
+      throw new ChatError('NOT_A_PARTICIPANT', 'you are not a participant of this session');
+    }
+    return session;
+  }
+
+  private remember(session: SessionRecord): void {
+    if (this.sessions.size >= SESSION_CACHE_MAX) {
+      const oldest = this.sessions.keys().next().value;
+      if (oldest !== undefined) this.sessions.delete(oldest);
+    }
+    this.sessions.set(session.id, session);
+  }
+}
+
+function assertSameIdentity(caller: Caller, claimed: string, field: string): void {
+  if (normalizeEmail(claimed) !== caller.email) {
+    throw new ChatError('IDENTITY_MISMATCH', `${field} must be the authenticated user's email`, { field });
+  }
+}
+
+function sides(session: SessionRecord, email: string): { me: Participant; peer: Participant } {
+  return session.a.email === email ? { me: session.a, peer: session.b } : { me: session.b, peer: session.a };
+}
+
+const participantView = (p: Participant): ParticipantView => ({ profileId: p.profileId, email: p.email, displayName: p.displayName });
+
+function sessionView(session: SessionRecord, callerEmail: string): SessionView {
+  const { me, peer } = sides(session, callerEmail);
+  return { sessionId: session.id, intent: session.intent, me: participantView(me), peer: participantView(peer), createdAt: session.createdAt.toISOString() };
+}
+
+export function messageView(session: SessionRecord, m: MessageRecord): ChatMessageView {
+  const sender = m.senderProfileId === session.a.profileId ? session.a : session.b;
+  return {
+    messageId: m.id,
+    sessionId: m.sessionId,
+    seq: m.seq,
+    senderId: m.senderProfileId,
+    senderEmail: sender.email,
+    senderDisplayName: sender.displayName,
+    content: m.content,
+    clientMessageId: m.clientMessageId,
+    sentAt: m.sentAt.toISOString(),
+    delivered: m.delivered,
+    seen: m.seen,
+  };
+}
+
+function messageEnvelope(session: SessionRecord, sender: Participant, receiver: Participant, m: MessageRecord): BusEnvelope {
+  const destinations: Destination[] = [
+    { topic: sessionTopic(session.id) },
+    { user: receiver.email, queue: 'messages' },
+    { user: sender.email, queue: 'ack' },
+  ];
+  return { recipients: [sender.email, receiver.email], event: { type: 'message', sessionId: session.id, destinations, message: messageView(session, m) } };
+}
+
+function receiptEnvelope(
+  session: SessionRecord,
+  reader: Participant,
+  author: Participant,
+  status: 'seen' | 'delivered',
+  messages: ReadonlyArray<{ id: string; seq: number }>,
+): BusEnvelope {
+  const upToSeq = messages.reduce((max, m) => Math.max(max, m.seq), 0);
+  return {
+    recipients: [reader.email, author.email],
+    event: {
+      type: 'receipt',
+      sessionId: session.id,
+      destinations: [{ topic: sessionTopic(session.id) }, { user: author.email, queue: 'receipts' }],
+      receipt: { sessionId: session.id, readerEmail: reader.email, upToSeq, status, messageIds: messages.map((m) => m.id) },
+    },
+  };
+}

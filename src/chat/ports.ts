@@ -1,0 +1,161 @@
+/**
+ * The ports of the chat core. Adapters (store/, bus/, profiles/) implement them; chat/ talks to the
+ * world only through them. Each doc comment is the contract that the port's shared contract test
+ * suite checks against every implementation.
+ */
+import type { ChatEvent } from './chat-events.js';
+
+/** A person's profile for one intent, as the profile directory knows it. */
+export interface Profile {
+  readonly id: string;
+  readonly email: string;
+  readonly displayName: string;
+}
+
+/**
+ * Resolves (email, intent) to a profile.
+ *
+ * - `resolve` returns the same profile id for the same (email, intent) every time; email matching
+ *   is case-insensitive. The local directory creates the profile on first use (display name from
+ *   `hint.displayName`, else the email); a remote directory throws `ChatError('PROFILE_NOT_FOUND')`
+ *   when the service says there is none.
+ * - When the directory cannot answer (service down, circuit open) and has nothing cached, it throws
+ *   `ChatError('PROFILE_SERVICE_UNAVAILABLE')` promptly; it never hangs.
+ * - `byId` returns a profile previously seen by `resolve` (or stored), or undefined.
+ */
+export interface ProfileDirectory {
+  resolve(email: string, intent: string, hint?: { displayName?: string }): Promise<Profile>;
+  byId(profileId: string): Promise<Profile | undefined>;
+}
+
+/** A published event as one bus delivery: the event and the users it is for. */
+export interface BusEnvelope {
+  /** Lower-cased emails of the users this event must reach (usually both participants). */
+  readonly recipients: readonly string[];
+  readonly event: ChatEvent;
+}
+
+/** Receives bus deliveries on this instance. Must not throw; errors are its own to log. */
+export type BusHandler = (envelope: BusEnvelope) => void;
+
+/**
+ * Carries events between instances.
+ *
+ * - `publish` resolves only once the bus has accepted the event durably enough to deliver it to
+ *   every instance that is interested at that moment (RabbitMQ: publisher confirm). It rejects
+ *   when the bus cannot take it; the caller (the outbox relay) retries.
+ * - An instance receives an event iff at least one of its recipients is in its interest set
+ *   (`addInterest` called more often than `removeInterest` for that user) when the event is
+ *   routed. Interest is reference-counted; implementations may keep a binding for a linger period
+ *   after the count drops to zero. Events for users nobody is interested in are dropped.
+ * - Delivery is at-least-once per interested instance and each instance gets an event once per
+ *   publish even when several of its recipients are local. No ordering across publishes is promised
+ *   (clients order by seq).
+ * - `onEvent` handlers are called for every received envelope; `start` must be called before
+ *   `publish`; `stop` releases everything and is idempotent.
+ */
+export interface EventBus {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  publish(envelope: BusEnvelope): Promise<void>;
+  onEvent(handler: BusHandler): void;
+  addInterest(userEmail: string): Promise<void>;
+  removeInterest(userEmail: string): void;
+  /** True while the bus is connected and able to publish. */
+  isHealthy(): boolean;
+}
+
+export interface Clock {
+  now(): Date;
+}
+
+export const systemClock: Clock = { now: () => new Date() };
+
+/** One side of a session, as snapshotted on the session row. */
+export interface Participant {
+  readonly profileId: string;
+  readonly email: string;
+  readonly displayName: string;
+}
+
+/** A session in canonical order: `a.profileId < b.profileId`. */
+export interface SessionRecord {
+  readonly id: string;
+  readonly intent: string;
+  readonly a: Participant;
+  readonly b: Participant;
+  readonly createdAt: Date;
+  readonly lastSeq: number;
+}
+
+export interface MessageRecord {
+  readonly id: string;
+  readonly sessionId: string;
+  readonly seq: number;
+  readonly senderProfileId: string;
+  readonly content: string;
+  readonly clientMessageId: string;
+  readonly sentAt: Date;
+  readonly delivered: boolean;
+  readonly seen: boolean;
+}
+
+export interface AppendMessage {
+  readonly sessionId: string;
+  readonly senderProfileId: string;
+  readonly content: string;
+  readonly clientMessageId: string;
+  readonly sentAt: Date;
+  /** Builds the outbox event once the message has its id and seq; written in the same transaction. */
+  readonly toEvent: (message: MessageRecord) => BusEnvelope;
+}
+
+export interface SessionSummary {
+  readonly session: SessionRecord;
+  readonly lastMessage: MessageRecord | undefined;
+  /** Messages from the other participant the caller has not seen. */
+  readonly unreadCount: number;
+}
+
+export interface ReceiptUpdate {
+  /** Ids and seqs of the messages whose flag changed; empty when nothing changed (then no event). */
+  readonly messages: ReadonlyArray<{ id: string; seq: number }>;
+}
+
+/**
+ * Persistence of sessions, messages and their outbox events. The source of truth.
+ *
+ * - `upsertSession` creates the session for (a, b, intent) or returns the existing one (also under
+ *   concurrent calls), refreshing the participants' email/display-name snapshot.
+ * - `appendMessage` stores a message and its outbox event in one transaction. `seq` is gapless per
+ *   session (1, 2, 3, …) also under concurrent appends. Repeating (senderProfileId, clientMessageId)
+ *   returns the stored message with `created: false` and writes nothing; a repeat whose session or
+ *   content differ throws `ChatError('IDEMPOTENCY_KEY_REUSED')`. Unknown session →
+ *   `ChatError('SESSION_NOT_FOUND')`; store unreachable → `ChatError('STORE_UNAVAILABLE')` with
+ *   nothing written. Implementations may group-commit concurrent appends in one transaction.
+ * - `history` returns up to `limit` messages ordered by seq descending: with `beforeSeq`, those just
+ *   below it; with `afterSeq`, the `limit` lowest above it (still returned newest first).
+ * - `markSeen` sets seen (and delivered) on the other participant's messages with seq ≤ upToSeq;
+ *   `markDelivered` sets delivered on the listed messages of the other participant. When any
+ *   flag changed, the event `toEvent` builds is written in the same transaction.
+ */
+export interface MessageStore {
+  upsertSession(input: { a: Participant; b: Participant; intent: string }): Promise<SessionRecord>;
+  getSession(sessionId: string): Promise<SessionRecord | undefined>;
+  appendMessage(cmd: AppendMessage): Promise<{ message: MessageRecord; created: boolean }>;
+  history(sessionId: string, page: { limit: number; beforeSeq?: number; afterSeq?: number }): Promise<MessageRecord[]>;
+  unseen(sessionId: string, readerProfileId: string, limit: number): Promise<{ count: number; messages: MessageRecord[] }>;
+  markSeen(
+    sessionId: string,
+    readerProfileId: string,
+    upToSeq: number,
+    toEvent: (update: ReceiptUpdate) => BusEnvelope,
+  ): Promise<ReceiptUpdate>;
+  markDelivered(
+    sessionId: string,
+    readerProfileId: string,
+    messageIds: readonly string[],
+    toEvent: (update: ReceiptUpdate) => BusEnvelope,
+  ): Promise<ReceiptUpdate>;
+  listSessions(email: string, limit: number): Promise<SessionSummary[]>;
+}

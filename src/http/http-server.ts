@@ -1,0 +1,148 @@
+/**
+ * The HTTP API (DESIGN §4): Fastify routes that authenticate, translate and hand over to the chat
+ * service. No business rules here.
+ */
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import cors from '@fastify/cors';
+import type { Static, TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Logger } from 'pino';
+import { ChatError } from '../chat/chat-errors.js';
+import type { ChatService } from '../chat/chat-service.js';
+import { requireEmail } from '../chat/validation.js';
+import type { TokenVerifier, VerifiedCaller } from '../auth/token-verifier.js';
+import type { DevTokenIssuer } from '../auth/dev-token-issuer.js';
+import type { Metrics } from '../observability/metrics.js';
+import { sendProblem, toChatError } from './problem-details.js';
+import {
+  ChatMessageBody,
+  DevTokenBody,
+  HistoryQuery,
+  InitChatBody,
+  LegacyHistoryQuery,
+  LegacyUnreadQuery,
+  SeenBody,
+  SessionParams,
+  UnreadQuery,
+} from './schemas.js';
+
+export const BODY_LIMIT_BYTES = 64 * 1024;
+
+export interface HttpServerDeps {
+  chat: ChatService;
+  verifier: TokenVerifier;
+  /** Present only in the embedded default: enables POST /dev/token. */
+  devIssuer?: DevTokenIssuer;
+  metrics: Metrics;
+  logger: Logger;
+  allowedOrigins: readonly string[];
+  /** Resolves when every dependency needed to serve is reachable; rejects saying which is not. */
+  readiness: () => Promise<Record<string, 'up' | 'down'>>;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    caller?: VerifiedCaller;
+  }
+}
+
+export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: deps.logger.child({ component: 'http' }) as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: BODY_LIMIT_BYTES,
+    trustProxy: true,
+    requestIdHeader: 'x-request-id',
+    ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  const anyOrigin = deps.allowedOrigins.includes('*');
+  void app.register(cors, {
+    origin: anyOrigin ? true : [...deps.allowedOrigins],
+    methods: ['GET', 'POST'],
+    allowedHeaders: ['authorization', 'content-type', 'x-request-id'],
+    maxAge: 600,
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    deps.metrics.httpDuration.observe({ method: request.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+    if (reply.statusCode >= 500) request.log.warn({ route, status: reply.statusCode, ms: reply.elapsedTime }, 'request failed');
+    else request.log.debug({ route, status: reply.statusCode, ms: reply.elapsedTime }, 'request');
+  });
+
+  app.setErrorHandler((err, request, reply) => {
+    const chatError = toChatError(err as Error);
+    if (chatError.code === 'INTERNAL') request.log.error({ err }, 'unhandled error');
+    return sendProblem(reply, request, chatError);
+  });
+  app.setNotFoundHandler((request, reply) => sendProblem(reply, request, new ChatError('ROUTE_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`)));
+
+  const authenticate = async (request: FastifyRequest): Promise<void> => {
+    const header = request.headers.authorization;
+    const match = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+    if (!match) throw new ChatError('UNAUTHENTICATED', 'send Authorization: Bearer <token>');
+    request.caller = await deps.verifier.verify(match[1]!);
+  };
+  const caller = (request: FastifyRequest): VerifiedCaller => {
+    if (!request.caller) throw new ChatError('UNAUTHENTICATED');
+    return request.caller;
+  };
+
+  void app.register(
+    async (plugin) => {
+      const api = plugin.withTypeProvider<TypeBoxTypeProvider>();
+      api.addHook('onRequest', authenticate);
+
+      api.post('/chat/init', { schema: { body: InitChatBody } }, async (request) => deps.chat.initSession(caller(request), request.body));
+
+      const send = async (request: FastifyRequest<{ Body: Static<typeof ChatMessageBody> }>, reply: FastifyReply) => {
+        const { message, created } = await deps.chat.sendMessage(caller(request), request.body);
+        deps.metrics.messagesSent.inc({ transport: 'http', result: created ? 'created' : 'repeat' });
+        return reply.code(created ? 201 : 200).send(message);
+      };
+      api.post('/chat/message', { schema: { body: ChatMessageBody } }, send);
+      api.post('/chat/send', { schema: { body: ChatMessageBody } }, send);
+
+      api.get('/chat/:sessionId/history', { schema: { params: SessionParams, querystring: HistoryQuery } }, async (request) =>
+        deps.chat.history(caller(request), request.params.sessionId, request.query),
+      );
+      api.get('/chat/history', { schema: { querystring: LegacyHistoryQuery } }, async (request) =>
+        deps.chat.historyByPage(caller(request), request.query.chatId, request.query.page ?? 1, request.query.size ?? 50),
+      );
+
+      api.get('/chat/:sessionId/unread', { schema: { params: SessionParams, querystring: UnreadQuery } }, async (request) =>
+        deps.chat.unread(caller(request), request.params.sessionId, request.query),
+      );
+      api.get('/chat/unread', { schema: { querystring: LegacyUnreadQuery } }, async (request) =>
+        deps.chat.unread(caller(request), request.query.chatId, request.query),
+      );
+
+      api.post('/chat/:sessionId/seen', { schema: { params: SessionParams, body: SeenBody } }, async (request) =>
+        deps.chat.markSeen(caller(request), request.params.sessionId, request.body.upToSeq),
+      );
+
+      api.get('/chat/sessions', async (request) => ({ sessions: await deps.chat.listSessions(caller(request)) }));
+    },
+    { prefix: '/api' },
+  );
+
+  const devIssuer = deps.devIssuer;
+  if (devIssuer) {
+    app.post('/dev/token', { schema: { body: DevTokenBody } }, async (request) => {
+      const email = requireEmail('email', request.body.email);
+      return devIssuer.issue(email, request.body.displayName?.trim() || undefined);
+    });
+  }
+
+  app.get('/health/live', async () => ({ status: 'up' }));
+  app.get('/health/ready', async (_request, reply) => {
+    const checks = await deps.readiness();
+    const ready = Object.values(checks).every((state) => state === 'up');
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'up' : 'down', checks });
+  });
+  app.get('/metrics', async (_request, reply) =>
+    reply.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics()),
+  );
+
+  return app as unknown as FastifyInstance;
+}

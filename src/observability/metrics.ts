@@ -1,0 +1,58 @@
+/**
+ * Prometheus metrics. One registry per app instance (not prom-client's global one), so several
+ * instances in one test process do not collide.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly httpDuration = new Histogram({
+    name: 'chat_http_request_duration_seconds',
+    help: 'HTTP request duration by route, method and status',
+    labelNames: ['method', 'route', 'status'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+
+  readonly messagesSent = new Counter({
+    name: 'chat_messages_sent_total',
+    help: 'Messages accepted, by transport and whether they were new or idempotent repeats',
+    labelNames: ['transport', 'result'] as const,
+    registers: [this.registry],
+  });
+
+  /** Read at scrape time; set by the composition root once the store exists. */
+  outboxCounts: (() => Promise<{ pending: number; dead: number }>) | undefined;
+
+  readonly outboxRows = new Gauge({
+    name: 'chat_outbox_rows',
+    help: 'Outbox rows by state: pending (not yet published) or dead (retries exhausted)',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+    collect: async () => {
+      if (!this.outboxCounts) return;
+      try {
+        const { pending, dead } = await this.outboxCounts();
+        this.outboxRows.set({ state: 'pending' }, pending);
+        this.outboxRows.set({ state: 'dead' }, dead);
+      } catch {
+        // A scrape during an outage keeps the last values; /health/ready reports the outage.
+      }
+    },
+  });
+
+  readonly outboxPublished = new Counter({ name: 'chat_outbox_published_total', help: 'Outbox events published to the bus', registers: [this.registry] });
+  readonly outboxFailed = new Counter({ name: 'chat_outbox_publish_failures_total', help: 'Outbox publish attempts that failed', registers: [this.registry] });
+  readonly outboxDeadTotal = new Counter({ name: 'chat_outbox_dead_total', help: 'Outbox rows marked dead by this instance', registers: [this.registry] });
+  readonly outboxLag = new Histogram({
+    name: 'chat_outbox_publish_lag_seconds',
+    help: 'Time from outbox row creation to its publish',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30],
+    registers: [this.registry],
+  });
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
+  }
+}

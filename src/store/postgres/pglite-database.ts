@@ -1,0 +1,99 @@
+/**
+ * Embedded PostgreSQL (PGlite, Postgres compiled to WASM) for the zero-configuration default.
+ *
+ * PGlite is one connection in this process: transactions serialise, so parallelism is 1, and code
+ * must never query through the database while holding a transaction (it would wait for itself).
+ * One process per data directory: a lock file stops a second process from corrupting it.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
+import type { Queryable, SqlDatabase } from './sql-database.js';
+
+export class PgliteDatabase implements SqlDatabase {
+  readonly kind = 'pglite';
+  readonly parallelism = 1;
+
+  private constructor(
+    private readonly db: PGlite,
+    private readonly releaseLock: () => void,
+  ) {}
+
+  /** Opens (creating on first use) the database under dataDir; `undefined` keeps it in memory. */
+  static async open(dataDir: string | undefined): Promise<PgliteDatabase> {
+    let releaseLock = (): void => undefined;
+    if (dataDir) {
+      fs.mkdirSync(dataDir, { recursive: true });
+      releaseLock = acquireDirectoryLock(path.join(dataDir, 'chat-service.lock'));
+    }
+    try {
+      const db = await PGlite.create(dataDir ? path.join(dataDir, 'pgdata') : undefined);
+      return new PgliteDatabase(db, releaseLock);
+    } catch (err) {
+      releaseLock();
+      throw err;
+    }
+  }
+
+  async query<R>(sql: string, params?: readonly unknown[]): Promise<R[]> {
+    return (await this.db.query<R>(sql, params as unknown[] | undefined)).rows;
+  }
+
+  /** Runs a script of several statements (migrations); the extended protocol allows only one. */
+  async exec(sql: string): Promise<Array<Record<string, unknown>>> {
+    const results = await this.db.exec(sql);
+    return (results.at(-1)?.rows ?? []) as Array<Record<string, unknown>>;
+  }
+
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    return this.db.transaction(async (pgTx) =>
+      fn({ query: async <R>(sql: string, params?: readonly unknown[]) => (await pgTx.query<R>(sql, params as unknown[] | undefined)).rows }),
+    );
+  }
+
+  async listen(channel: string, handler: () => void): Promise<() => Promise<void>> {
+    return this.db.listen(channel, () => handler());
+  }
+
+  async ping(): Promise<void> {
+    await this.db.query('SELECT 1');
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.db.close();
+    } finally {
+      this.releaseLock();
+    }
+  }
+}
+
+/**
+ * Takes an exclusive lock file holding our pid. A lock left by a process that no longer exists
+ * (kill -9) is taken over; one held by a live process is a clear start-up error.
+ */
+function acquireDirectoryLock(lockPath: string): () => void {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(lockPath, String(process.pid), { flag: 'wx' });
+      return () => fs.rmSync(lockPath, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const holder = Number(fs.readFileSync(lockPath, 'utf8').trim());
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
+        throw new Error(`DATA_DIR: ${path.dirname(lockPath)} is in use by process ${holder}; run one process per data directory`);
+      }
+      fs.rmSync(lockPath, { force: true });
+    }
+  }
+  throw new Error(`DATA_DIR: could not lock ${lockPath}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

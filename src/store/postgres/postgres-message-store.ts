@@ -1,0 +1,396 @@
+/**
+ * MessageStore on PostgreSQL (server or PGlite). All SQL is literal and lives here.
+ *
+ * Appends are group-committed (see group-committer.ts). Within a batch transaction the sessions are
+ * locked in id order (FOR UPDATE, so concurrent batches on any instance serialise per session and
+ * never deadlock), seqs are assigned from last_seq, and messages plus one outbox row per event are
+ * inserted with unnest. A concurrent insert of the same idempotency key by another transaction makes
+ * the batch roll back and retry, so seq stays gapless and a repeat never writes a second row.
+ */
+import { randomUUID } from 'node:crypto';
+import { ChatError } from '../../chat/chat-errors.js';
+import type {
+  AppendMessage,
+  BusEnvelope,
+  MessageRecord,
+  MessageStore,
+  Participant,
+  ReceiptUpdate,
+  SessionRecord,
+  SessionSummary,
+} from '../../chat/ports.js';
+import { sessionTopic } from '../../chat/chat-events.js';
+import { type BatchOutcome, GroupCommitter } from './group-committer.js';
+import { isConnectionFailure, type Queryable, type SqlDatabase } from './sql-database.js';
+
+/** The NOTIFY channel that announces new outbox rows to every instance's relay. */
+export const OUTBOX_CHANNEL = 'chat_outbox';
+
+type AppendResult = { message: MessageRecord; created: boolean };
+
+class ConcurrentDuplicate extends Error {}
+
+interface SessionRow {
+  id: string;
+  intent: string;
+  sender_profile_id: string;
+  receiver_profile_id: string;
+  sender_email: string;
+  receiver_email: string;
+  sender_display_name: string;
+  receiver_display_name: string;
+  created_at: Date;
+  last_seq: string | number;
+}
+
+interface MessageRow {
+  id: string;
+  session_id: string;
+  seq: string | number;
+  sender_profile_id: string;
+  content: string;
+  client_msg_id: string;
+  sent_at: Date;
+  delivered: boolean;
+  seen: boolean;
+}
+
+const MESSAGE_COLUMNS = 'id, session_id, seq, sender_profile_id, content, client_msg_id, sent_at, delivered, seen';
+
+export class PostgresMessageStore implements MessageStore {
+  private readonly appends: GroupCommitter<AppendMessage, AppendResult>;
+  private readonly outboxListeners: Array<() => void> = [];
+
+  constructor(private readonly db: SqlDatabase) {
+    this.appends = new GroupCommitter((items) => this.appendBatch(items), db.parallelism);
+  }
+
+  /** Called after each commit that wrote outbox rows, so the local relay need not wait for a poll. */
+  onOutboxWritten(listener: () => void): void {
+    this.outboxListeners.push(listener);
+  }
+
+  async upsertSession(input: { a: Participant; b: Participant; intent: string }): Promise<SessionRecord> {
+    const { a, b, intent } = input;
+    if (!(a.profileId < b.profileId)) throw new Error('upsertSession: participants must be in canonical order');
+    const rows = await this.run(() =>
+      this.db.query<SessionRow>(
+        `INSERT INTO chat_sessions (id, sender_profile_id, receiver_profile_id, intent, sender_email, receiver_email, sender_display_name, receiver_display_name)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (sender_profile_id, receiver_profile_id, intent) DO UPDATE
+           SET sender_email = EXCLUDED.sender_email, receiver_email = EXCLUDED.receiver_email,
+               sender_display_name = EXCLUDED.sender_display_name, receiver_display_name = EXCLUDED.receiver_display_name
+         RETURNING *`,
+        [randomUUID(), a.profileId, b.profileId, intent, a.email, b.email, a.displayName, b.displayName],
+      ),
+    );
+    return toSession(rows[0]!);
+  }
+
+  async getSession(sessionId: string): Promise<SessionRecord | undefined> {
+    const rows = await this.run(() => this.db.query<SessionRow>('SELECT * FROM chat_sessions WHERE id = $1', [sessionId]));
+    return rows[0] ? toSession(rows[0]) : undefined;
+  }
+
+  appendMessage(cmd: AppendMessage): Promise<AppendResult> {
+    return this.appends.submit(cmd);
+  }
+
+  async history(sessionId: string, page: { limit: number; beforeSeq?: number; afterSeq?: number }): Promise<MessageRecord[]> {
+    const rows = await this.run(() => {
+      if (page.afterSeq !== undefined) {
+        return this.db.query<MessageRow>(
+          `SELECT * FROM (SELECT ${MESSAGE_COLUMNS} FROM chat_messages WHERE session_id = $1 AND seq > $2 ORDER BY seq ASC LIMIT $3) page
+           ORDER BY seq DESC`,
+          [sessionId, page.afterSeq, page.limit],
+        );
+      }
+      if (page.beforeSeq !== undefined) {
+        return this.db.query<MessageRow>(
+          `SELECT ${MESSAGE_COLUMNS} FROM chat_messages WHERE session_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3`,
+          [sessionId, page.beforeSeq, page.limit],
+        );
+      }
+      return this.db.query<MessageRow>(`SELECT ${MESSAGE_COLUMNS} FROM chat_messages WHERE session_id = $1 ORDER BY seq DESC LIMIT $2`, [
+        sessionId,
+        page.limit,
+      ]);
+    });
+    return rows.map(toMessage);
+  }
+
+  async unseen(sessionId: string, readerProfileId: string, limit: number): Promise<{ count: number; messages: MessageRecord[] }> {
+    const [countRows, rows] = await this.run(() =>
+      Promise.all([
+        this.db.query<{ count: string | number }>(
+          'SELECT count(*) AS count FROM chat_messages WHERE session_id = $1 AND sender_profile_id <> $2 AND NOT seen',
+          [sessionId, readerProfileId],
+        ),
+        this.db.query<MessageRow>(
+          `SELECT ${MESSAGE_COLUMNS} FROM chat_messages WHERE session_id = $1 AND sender_profile_id <> $2 AND NOT seen ORDER BY seq ASC LIMIT $3`,
+          [sessionId, readerProfileId, limit],
+        ),
+      ]),
+    );
+    return { count: Number(countRows[0]?.count ?? 0), messages: rows.map(toMessage) };
+  }
+
+  markSeen(sessionId: string, readerProfileId: string, upToSeq: number, toEvent: (u: ReceiptUpdate) => BusEnvelope): Promise<ReceiptUpdate> {
+    return this.updateReceipts(
+      `UPDATE chat_messages SET seen = true, delivered = true
+       WHERE session_id = $1 AND sender_profile_id <> $2 AND seq <= $3 AND NOT seen
+       RETURNING id, seq`,
+      [sessionId, readerProfileId, upToSeq],
+      sessionId,
+      toEvent,
+    );
+  }
+
+  markDelivered(
+    sessionId: string,
+    readerProfileId: string,
+    messageIds: readonly string[],
+    toEvent: (u: ReceiptUpdate) => BusEnvelope,
+  ): Promise<ReceiptUpdate> {
+    return this.updateReceipts(
+      `UPDATE chat_messages SET delivered = true
+       WHERE session_id = $1 AND sender_profile_id <> $2 AND id = ANY($3::uuid[]) AND NOT delivered
+       RETURNING id, seq`,
+      [sessionId, readerProfileId, [...messageIds]],
+      sessionId,
+      toEvent,
+    );
+  }
+
+  async listSessions(email: string, limit: number): Promise<SessionSummary[]> {
+    const rows = await this.run(() =>
+      this.db.query<SessionRow & { m_id: string | null; m_seq: string | null; m_sender: string | null; m_content: string | null; m_client_msg_id: string | null; m_sent_at: Date | null; m_delivered: boolean | null; m_seen: boolean | null; unread: string | number }>(
+        `SELECT s.*,
+                m.id AS m_id, m.seq AS m_seq, m.sender_profile_id AS m_sender, m.content AS m_content,
+                m.client_msg_id AS m_client_msg_id, m.sent_at AS m_sent_at, m.delivered AS m_delivered, m.seen AS m_seen,
+                (SELECT count(*) FROM chat_messages u
+                  WHERE u.session_id = s.id AND NOT u.seen
+                    AND u.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END) AS unread
+           FROM chat_sessions s
+           LEFT JOIN chat_messages m ON m.session_id = s.id AND m.seq = s.last_seq
+          WHERE s.sender_email = $1 OR s.receiver_email = $1
+          ORDER BY COALESCE(s.last_message_at, s.created_at) DESC, s.id
+          LIMIT $2`,
+        [email, limit],
+      ),
+    );
+    return rows.map((r) => ({
+      session: toSession(r),
+      unreadCount: Number(r.unread),
+      lastMessage: r.m_id
+        ? toMessage({
+            id: r.m_id,
+            session_id: r.id,
+            seq: r.m_seq!,
+            sender_profile_id: r.m_sender!,
+            content: r.m_content!,
+            client_msg_id: r.m_client_msg_id!,
+            sent_at: r.m_sent_at!,
+            delivered: r.m_delivered!,
+            seen: r.m_seen!,
+          })
+        : undefined,
+    }));
+  }
+
+  private async updateReceipts(
+    sql: string,
+    params: unknown[],
+    sessionId: string,
+    toEvent: (u: ReceiptUpdate) => BusEnvelope,
+  ): Promise<ReceiptUpdate> {
+    const update = await this.run(() =>
+      this.db.transaction(async (tx) => {
+        const rows = await tx.query<{ id: string; seq: string | number }>(sql, params);
+        const messages = rows.map((r) => ({ id: r.id, seq: Number(r.seq) })).sort((x, y) => x.seq - y.seq);
+        const result: ReceiptUpdate = { messages };
+        if (messages.length > 0) await insertOutbox(tx, [sessionTopic(sessionId)], [toEvent(result)]);
+        return result;
+      }),
+    );
+    if (update.messages.length > 0) this.announceOutbox();
+    return update;
+  }
+
+  private async appendBatch(items: readonly AppendMessage[]): Promise<ReadonlyArray<BatchOutcome<AppendResult>>> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const { outcomes, wroteOutbox } = await this.db.transaction((tx) => appendInTransaction(tx, items));
+        if (wroteOutbox) this.announceOutbox();
+        return outcomes;
+      } catch (err) {
+        if (err instanceof ConcurrentDuplicate && attempt < 5) continue;
+        throw mapStoreError(err);
+      }
+    }
+  }
+
+  private announceOutbox(): void {
+    for (const listener of this.outboxListeners) listener();
+  }
+
+  private async run<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw mapStoreError(err);
+    }
+  }
+}
+
+async function appendInTransaction(
+  tx: Queryable,
+  items: readonly AppendMessage[],
+): Promise<{ outcomes: Array<BatchOutcome<AppendResult>>; wroteOutbox: boolean }> {
+  const outcomes: Array<BatchOutcome<AppendResult> | undefined> = new Array(items.length);
+  const key = (m: { senderProfileId: string; clientMessageId: string }): string => `${m.senderProfileId}|${m.clientMessageId}`;
+
+  const existingRows = await tx.query<MessageRow>(
+    `SELECT ${MESSAGE_COLUMNS} FROM chat_messages
+      WHERE (sender_profile_id, client_msg_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))`,
+    [items.map((i) => i.senderProfileId), items.map((i) => i.clientMessageId)],
+  );
+  const existing = new Map(existingRows.map((r) => [`${r.sender_profile_id}|${r.client_msg_id}`, toMessage(r)]));
+
+  // Items whose key repeats inside this batch resolve like a repeat of the first one.
+  const firstIndexByKey = new Map<string, number>();
+  const repeats: Array<[number, number]> = [];
+  const fresh: number[] = [];
+  items.forEach((item, i) => {
+    const k = key(item);
+    const stored = existing.get(k);
+    if (stored) outcomes[i] = repeatOutcome(stored, item);
+    else if (firstIndexByKey.has(k)) repeats.push([i, firstIndexByKey.get(k)!]);
+    else {
+      firstIndexByKey.set(k, i);
+      fresh.push(i);
+    }
+  });
+
+  const records: MessageRecord[] = [];
+  const envelopes: BusEnvelope[] = [];
+  if (fresh.length > 0) {
+    const sessionIds = [...new Set(fresh.map((i) => items[i]!.sessionId))].sort();
+    const locked = await tx.query<{ id: string; last_seq: string | number }>(
+      'SELECT id, last_seq FROM chat_sessions WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE',
+      [sessionIds],
+    );
+    const lastSeq = new Map(locked.map((r) => [r.id, Number(r.last_seq)]));
+    const lastAt = new Map<string, Date>();
+    for (const i of fresh) {
+      const item = items[i]!;
+      const seq = lastSeq.get(item.sessionId);
+      if (seq === undefined) {
+        outcomes[i] = { ok: false, error: new ChatError('SESSION_NOT_FOUND', `session ${item.sessionId} does not exist`) };
+        continue;
+      }
+      lastSeq.set(item.sessionId, seq + 1);
+      lastAt.set(item.sessionId, item.sentAt);
+      const message: MessageRecord = {
+        id: randomUUID(),
+        sessionId: item.sessionId,
+        seq: seq + 1,
+        senderProfileId: item.senderProfileId,
+        content: item.content,
+        clientMessageId: item.clientMessageId,
+        sentAt: item.sentAt,
+        delivered: false,
+        seen: false,
+      };
+      records.push(message);
+      envelopes.push(item.toEvent(message));
+      outcomes[i] = { ok: true, value: { message, created: true } };
+    }
+
+    if (records.length > 0) {
+      const inserted = await tx.query<{ id: string }>(
+        `INSERT INTO chat_messages (id, session_id, seq, sender_profile_id, content, client_msg_id, sent_at)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::uuid[], $5::text[], $6::uuid[], $7::timestamptz[])
+         ON CONFLICT (sender_profile_id, client_msg_id) DO NOTHING
+         RETURNING id`,
+        [
+          records.map((r) => r.id),
+          records.map((r) => r.sessionId),
+          records.map((r) => r.seq),
+          records.map((r) => r.senderProfileId),
+          records.map((r) => r.content),
+          records.map((r) => r.clientMessageId),
+          records.map((r) => r.sentAt.toISOString()),
+        ],
+      );
+      // Another transaction committed one of our keys after we looked: start over so that its row
+      // is found as a repeat and our seqs stay gapless.
+      if (inserted.length !== records.length) throw new ConcurrentDuplicate();
+
+      const touched = [...lastAt.keys()];
+      await tx.query(
+        `UPDATE chat_sessions s SET last_seq = v.last_seq, last_message_at = v.at
+           FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) AS v(id, last_seq, at)
+          WHERE s.id = v.id`,
+        [touched, touched.map((id) => lastSeq.get(id)), touched.map((id) => lastAt.get(id)!.toISOString())],
+      );
+      await insertOutbox(tx, records.map((r) => sessionTopic(r.sessionId)), envelopes);
+    }
+  }
+
+  for (const [i, first] of repeats) {
+    const firstOutcome = outcomes[first]!;
+    outcomes[i] = firstOutcome.ok ? repeatOutcome(firstOutcome.value.message, items[i]!) : firstOutcome;
+  }
+  return { outcomes: outcomes as Array<BatchOutcome<AppendResult>>, wroteOutbox: records.length > 0 };
+}
+
+function repeatOutcome(stored: MessageRecord, item: AppendMessage): BatchOutcome<AppendResult> {
+  if (stored.sessionId !== item.sessionId || stored.content !== item.content) {
+    return {
+      ok: false,
+      error: new ChatError('IDEMPOTENCY_KEY_REUSED', 'clientMessageId was already used for a different message', { clientMessageId: item.clientMessageId }),
+    };
+  }
+  return { ok: true, value: { message: stored, created: false } };
+}
+
+async function insertOutbox(tx: Queryable, destinations: string[], envelopes: BusEnvelope[]): Promise<void> {
+  await tx.query('INSERT INTO chat_message_outbox (destination, payload) SELECT * FROM unnest($1::text[], $2::jsonb[])', [
+    destinations,
+    envelopes.map((e) => JSON.stringify(e)),
+  ]);
+  // Delivered at commit, once per transaction, to every instance's relay (LISTEN).
+  await tx.query(`SELECT pg_notify('${OUTBOX_CHANNEL}', '')`);
+}
+
+function mapStoreError(err: unknown): unknown {
+  if (err instanceof ChatError) return err;
+  if (isConnectionFailure(err)) return new ChatError('STORE_UNAVAILABLE', 'the message store is unavailable, try again', undefined, { cause: err });
+  return err;
+}
+
+function toSession(r: SessionRow): SessionRecord {
+  return {
+    id: r.id,
+    intent: r.intent,
+    a: { profileId: r.sender_profile_id, email: r.sender_email, displayName: r.sender_display_name },
+    b: { profileId: r.receiver_profile_id, email: r.receiver_email, displayName: r.receiver_display_name },
+    createdAt: r.created_at,
+    lastSeq: Number(r.last_seq),
+  };
+}
+
+function toMessage(r: MessageRow): MessageRecord {
+  return {
+    id: r.id,
+    sessionId: r.session_id,
+    seq: Number(r.seq),
+    senderProfileId: r.sender_profile_id,
+    content: r.content,
+    clientMessageId: r.client_msg_id,
+    sentAt: r.sent_at,
+    delivered: r.delivered,
+    seen: r.seen,
+  };
+}
