@@ -25,6 +25,8 @@ export interface App {
   readonly http: FastifyInstance;
   /** Base URL once listening, e.g. http://127.0.0.1:8080. */
   readonly url: string;
+  /** The embedded default's token issuer; absent with production auth. */
+  readonly devIssuer: DevTokenIssuer | undefined;
   stop(): Promise<void>;
 }
 
@@ -140,7 +142,7 @@ export async function createApp(config: Config, logger: Logger, options: { metri
     if (config.auth.kind === 'dev' && config.store.kind === 'postgres') {
       logger.warn('dev token issuer is enabled (no JWT_PUBLIC_KEY or JWT_JWKS_URL): anyone can mint tokens; never run this in production');
     }
-    return { config, http, url, stop: stopAll };
+    return { config, http, url, devIssuer, stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;

@@ -4,6 +4,7 @@
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import cors from '@fastify/cors';
+import { Ajv } from 'ajv';
 import type { Static, TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import { ChatError } from '../chat/chat-errors.js';
@@ -52,8 +53,15 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
     bodyLimit: BODY_LIMIT_BYTES,
     trustProxy: true,
     requestIdHeader: 'x-request-id',
-    ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // Query strings and paths are text and need coercion to their declared types; a JSON body must
+  // already carry the right types ({"content": 42} is an error, not the string "42").
+  const coercing = new Ajv({ coerceTypes: 'array', allErrors: false, strict: false });
+  const exact = new Ajv({ coerceTypes: false, allErrors: false, strict: false });
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? exact : coercing).compile(schema));
+  // Only JSON is spoken; anything else is a 415 rather than a string body that fails validation.
+  app.removeContentTypeParser(['text/plain']);
 
   const anyOrigin = deps.allowedOrigins.includes('*');
   void app.register(cors, {

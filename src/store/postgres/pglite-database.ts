@@ -81,7 +81,7 @@ function acquireDirectoryLock(lockPath: string): () => void {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const holder = Number(fs.readFileSync(lockPath, 'utf8').trim());
       if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
-        throw new Error(`DATA_DIR: ${path.dirname(lockPath)} is in use by process ${holder}; run one process per data directory`);
+        throw new Error(`DATA_DIR: ${path.dirname(lockPath)} is in use by process ${holder}; run one process per data directory`, { cause: err });
       }
       fs.rmSync(lockPath, { force: true });
     }

@@ -1,0 +1,409 @@
+/**
+ * EventBus over RabbitMQ (DESIGN.md §6.3): one topic exchange, one routing key per user, one
+ * exclusive queue per instance bound to the users connected to that instance.
+ *
+ * Lifecycle: construct (no I/O) → `start()` opens the connection, declares the instance queue with
+ * the bindings of every user already interested and waits until it consumes (rejects after
+ * `startTimeoutMs`, releasing everything) → `stop()` cancels the consumer and closes the publisher
+ * channel and the connection, which deletes the exclusive queue; idempotent, bounded by
+ * `closeTimeoutMs`, after which the socket is destroyed.
+ *
+ * Concurrency and invariants:
+ * - `publish` sends each envelope once: routing key of the first recipient, the others in the `CC`
+ *   header (https://www.rabbitmq.com/docs/sender-selected). A queue bound to several of those keys
+ *   still gets one copy. It resolves on the publisher confirm and rejects on nack, channel error or
+ *   `publishTimeoutMs`; a timed-out message may still arrive later, which at-least-once allows.
+ * - `addInterest` resolves only once the broker has confirmed the binding (queue.bind-ok), because a
+ *   message routed before the binding exists is dropped, not queued. Concurrent calls for the same
+ *   user share that one bind. If the binding cannot be confirmed within `bindTimeoutMs` it rejects
+ *   and the interest is not held (the caller must not call `removeInterest` for it).
+ * - At zero references a binding lingers for `lingerMs` before it is removed, so users whose
+ *   connections flap do not churn bindings; interest regained during the linger cancels the unbind.
+ *   The user leaves `interests` before the unbind is sent, and a later bind for that user waits for
+ *   the unbind to settle, so the two can never be reordered into "unbound while interested".
+ * - The queue is exclusive, so it dies with the connection. rabbitmq-client reconnects and re-runs
+ *   the consumer setup, which reads `queueBindings` from a getter over `interests`: the new queue is
+ *   bound to every user interested at that moment before consuming starts. A bind racing with that
+ *   setup waits for the consumer's next `ready` and binds again (bindings are idempotent). Events
+ *   published while the queue did not exist are lost; clients recover them from history (§6.4).
+ * - Malformed messages are logged and dropped (nack without requeue): requeueing would redeliver them
+ *   for ever. Handlers run synchronously in the consumer callback and the message is acked after.
+ */
+import { randomUUID } from 'node:crypto';
+import { Connection, ConsumerStatus } from 'rabbitmq-client';
+import type { AsyncMessage, Consumer, Publisher } from 'rabbitmq-client';
+import type { BusEnvelope, BusHandler, EventBus } from '../chat/ports.js';
+import { silentBusLogger, type BusLogger } from './bus-logger.js';
+import { normaliseUserEmail, userRoutingKey } from './user-routing-key.js';
+
+export interface RabbitMqEventBusOptions {
+  /** amqp:// or amqps:// URL of the broker. */
+  url: string;
+  /** Names the queue and the connection `chat.instance.{instanceId}`; default a random UUID. */
+  instanceId?: string;
+  /** Topic exchange; declared (durable) unless it is a predeclared `amq.*` one. */
+  exchange?: string;
+  routingKeyPrefix?: string;
+  /** How long a binding outlives its last interest. */
+  lingerMs?: number;
+  logger?: BusLogger;
+  /** How long `publish` waits for the confirm before rejecting. */
+  publishTimeoutMs?: number;
+  /** How long `addInterest` waits for the binding before rejecting. */
+  bindTimeoutMs?: number;
+  /** How long `start` waits for the broker before rejecting. */
+  startTimeoutMs?: number;
+  /** How long `stop` waits for a graceful close before destroying the socket. */
+  closeTimeoutMs?: number;
+  /** Unacknowledged deliveries the broker may push ahead of the handlers. */
+  prefetch?: number;
+}
+
+interface Interest {
+  refs: number;
+  /** The bind in flight or done for this user; undefined before start or after a failed bind. */
+  bound: Promise<void> | undefined;
+  linger: NodeJS.Timeout | undefined;
+}
+
+class BusStoppedError extends Error {
+  constructor(what: string) {
+    super(`RabbitMqEventBus: ${what} after stop`);
+  }
+}
+
+export class RabbitMqEventBus implements EventBus {
+  /** The instance queue's name, also the AMQP connection name (visible in rabbitmqctl). */
+  readonly queueName: string;
+  private readonly url: string;
+  private readonly exchange: string;
+  private readonly routingKeyPrefix: string;
+  private readonly lingerMs: number;
+  private readonly publishTimeoutMs: number;
+  private readonly bindTimeoutMs: number;
+  private readonly startTimeoutMs: number;
+  private readonly closeTimeoutMs: number;
+  private readonly prefetch: number;
+  private readonly log: BusLogger;
+
+  private readonly handlers: BusHandler[] = [];
+  /** By routing key; a user is bound (or being bound) while present, lingering included. */
+  private readonly interests = new Map<string, Interest>();
+  private readonly pendingUnbinds = new Map<string, Promise<void>>();
+  /** Waiters for the consumer's next `ready`; rejected by stop. */
+  private readyWaiters = new Set<{ resolve: () => void; reject: (err: Error) => void }>();
+
+  private connection: Connection | undefined;
+  private publisher: Publisher | undefined;
+  private consumer: Consumer | undefined;
+  /** The consumer has (re)declared the queue on the current connection and consumes from it. */
+  private consumerReady = false;
+  private connectionDown = false;
+  private starting: Promise<void> | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(options: RabbitMqEventBusOptions) {
+    this.url = options.url;
+    this.queueName = `chat.instance.${options.instanceId ?? randomUUID()}`;
+    this.exchange = options.exchange ?? 'amq.topic';
+    this.routingKeyPrefix = options.routingKeyPrefix ?? 'user';
+    this.lingerMs = options.lingerMs ?? 30_000;
+    this.publishTimeoutMs = options.publishTimeoutMs ?? 5_000;
+    this.bindTimeoutMs = options.bindTimeoutMs ?? 10_000;
+    this.startTimeoutMs = options.startTimeoutMs ?? 15_000;
+    this.closeTimeoutMs = options.closeTimeoutMs ?? 5_000;
+    this.prefetch = options.prefetch ?? 1_000;
+    this.log = options.logger ?? silentBusLogger;
+  }
+
+  start(): Promise<void> {
+    if (this.stopping) return Promise.reject(new BusStoppedError('start'));
+    this.starting ??= this.open();
+    return this.starting;
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= this.close();
+    return this.stopping;
+  }
+
+  async publish(envelope: BusEnvelope): Promise<void> {
+    if (this.stopping) throw new BusStoppedError('publish');
+    const publisher = this.publisher;
+    if (!publisher) throw new Error('RabbitMqEventBus: publish before start');
+    const keys = [...new Set(envelope.recipients.map((user) => this.routingKey(user)))];
+    const [routingKey, ...cc] = keys;
+    if (routingKey === undefined) return; // nobody to route to: dropped, as for an uninterested user
+    const body = Buffer.from(JSON.stringify(envelope), 'utf8');
+    const sent = publisher.send(
+      {
+        exchange: this.exchange,
+        routingKey,
+        contentType: 'application/json',
+        ...(cc.length > 0 ? { headers: { CC: cc } } : {}),
+      },
+      body,
+    );
+    await withTimeout(sent, this.publishTimeoutMs, () => new Error(`RabbitMQ did not confirm the publish within ${this.publishTimeoutMs} ms`));
+  }
+
+  onEvent(handler: BusHandler): void {
+    this.handlers.push(handler);
+  }
+
+  async addInterest(userEmail: string): Promise<void> {
+    if (this.stopping) throw new BusStoppedError('addInterest');
+    const key = this.routingKey(userEmail);
+    let interest = this.interests.get(key);
+    if (!interest) {
+      interest = { refs: 0, bound: undefined, linger: undefined };
+      this.interests.set(key, interest);
+    }
+    interest.refs += 1;
+    clearTimeout(interest.linger);
+    interest.linger = undefined;
+    // Before start, the consumer's first setup binds every interested user.
+    if (!this.starting) return;
+
+    if (!interest.bound) {
+      const owner = interest;
+      const attempt: Promise<void> = this.bind(key).catch((err: unknown) => {
+        if (owner.bound === attempt) owner.bound = undefined; // the next addInterest tries afresh
+        throw err;
+      });
+      owner.bound = attempt;
+    }
+    const bound = interest.bound;
+    const routable = (async () => {
+      await bound;
+      // Bound on an earlier connection but reconnecting now: the binding comes back with the
+      // consumer's re-setup, and until then nothing is routed to this instance.
+      while (!this.canBind()) await this.nextConsumerReady();
+    })();
+    try {
+      await withTimeout(routable, this.bindTimeoutMs, () => new Error(`RabbitMQ did not confirm the binding within ${this.bindTimeoutMs} ms`));
+    } catch (err) {
+      this.removeInterest(userEmail);
+      throw err;
+    }
+  }
+
+  removeInterest(userEmail: string): void {
+    const key = this.routingKey(userEmail);
+    const interest = this.interests.get(key);
+    if (!interest || interest.refs === 0) {
+      this.log.debug({ routingKey: key }, 'removeInterest without matching addInterest ignored');
+      return;
+    }
+    interest.refs -= 1;
+    if (interest.refs > 0) return;
+    interest.linger = setTimeout(() => this.expire(key, interest), this.lingerMs);
+    interest.linger.unref();
+  }
+
+  isHealthy(): boolean {
+    return !this.stopping && this.consumerReady && this.connection?.ready === true;
+  }
+
+  private routingKey(userEmail: string): string {
+    return userRoutingKey(normaliseUserEmail(userEmail), this.routingKeyPrefix);
+  }
+
+  private async open(): Promise<void> {
+    const connection = new Connection({
+      url: this.url,
+      connectionName: this.queueName,
+      // The library's defaults (1 s steps up to 30 s, 60 s heartbeat) leave an instance deaf for
+      // too long in a chat; reconnect fast and notice a dead peer within ~20 s.
+      retryLow: 200,
+      retryHigh: 5_000,
+      heartbeat: 10,
+      connectionTimeout: 5_000,
+      acquireTimeout: 10_000,
+    });
+    this.connection = connection;
+    connection.on('error', (err: unknown) => {
+      // Reconnect attempts fail once per backoff step while the broker is away: warn once.
+      if (this.connectionDown) this.log.debug({ err }, 'rabbitmq connection attempt failed');
+      else this.log.warn({ err }, 'rabbitmq connection lost, reconnecting');
+      this.connectionDown = true;
+    });
+    connection.on('connection', () => {
+      // A new connection means a new (empty) queue until the consumer has set it up again.
+      this.consumerReady = false;
+      if (this.connectionDown) this.log.info({ queue: this.queueName }, 'rabbitmq reconnected');
+      this.connectionDown = false;
+    });
+    connection.on('connection.blocked', (reason: string) => this.log.warn({ reason }, 'rabbitmq blocked publishing'));
+    connection.on('connection.unblocked', () => this.log.info({}, 'rabbitmq unblocked publishing'));
+
+    const declareExchange = this.exchange.startsWith('amq.') ? [] : [{ exchange: this.exchange, type: 'topic', durable: true }];
+    this.publisher = connection.createPublisher({ confirm: true, maxAttempts: 2, exchanges: declareExchange });
+    this.publisher.on('retry', (err: unknown) => this.log.debug({ err }, 'rabbitmq publish retried'));
+
+    const ready = this.nextConsumerReady();
+    const bindingsFor = (): Array<{ queue: string; exchange: string; routingKey: string }> =>
+      [...this.interests.keys()].map((routingKey) => ({ queue: this.queueName, exchange: this.exchange, routingKey }));
+    const consumer = connection.createConsumer(
+      {
+        queue: this.queueName,
+        queueOptions: { exclusive: true, autoDelete: true, durable: false },
+        exchanges: declareExchange,
+        // Read on every (re)setup, after the queue is declared: the fresh queue gets the bindings of
+        // the users interested now, not of those interested when the bus started.
+        get queueBindings() {
+          return bindingsFor();
+        },
+        qos: { prefetchCount: this.prefetch },
+        requeue: false,
+      },
+      (msg) => this.receive(msg),
+    );
+    this.consumer = consumer;
+    consumer.on('ready', () => {
+      this.consumerReady = true;
+      this.log.debug({ queue: this.queueName, bindings: this.interests.size }, 'rabbitmq consumer ready');
+      const waiters = this.readyWaiters;
+      this.readyWaiters = new Set();
+      for (const waiter of waiters) waiter.resolve();
+    });
+    consumer.on('error', (err: unknown) => this.log.warn({ err, queue: this.queueName }, 'rabbitmq consumer error'));
+
+    try {
+      await withTimeout(ready, this.startTimeoutMs, () => new Error(`RabbitMQ not ready within ${this.startTimeoutMs} ms (AMQP_URL)`));
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    this.log.info({ queue: this.queueName, exchange: this.exchange }, 'rabbitmq event bus started');
+  }
+
+  private async close(): Promise<void> {
+    for (const interest of this.interests.values()) clearTimeout(interest.linger);
+    for (const waiter of this.readyWaiters) waiter.reject(new BusStoppedError('wait for consumer'));
+    this.readyWaiters.clear();
+    this.consumerReady = false;
+    const { connection, consumer, publisher } = this;
+    if (!connection) return;
+    const graceful = connection.ready
+      ? (async () => {
+          // Consumer first, so no delivery is half-handled when its channel goes; the connection
+          // last, since it waits for its channels.
+          await consumer?.close();
+          await publisher?.close();
+          await connection.close();
+        })()
+      : (async () => {
+          // Reconnecting: nothing to drain, and the consumer's close would wait for a channel until
+          // acquireTimeout. Closing the connection first fails that wait at once.
+          await connection.close();
+          await Promise.allSettled([consumer?.close(), publisher?.close()]);
+        })();
+    try {
+      await withTimeout(graceful, this.closeTimeoutMs, () => new Error('graceful close timed out'));
+    } catch (err) {
+      this.log.warn({ err }, 'rabbitmq close failed, destroying the connection');
+      graceful.catch(() => undefined);
+      connection.unsafeDestroy();
+    }
+    this.log.info({ queue: this.queueName }, 'rabbitmq event bus stopped');
+  }
+
+  private receive(msg: AsyncMessage): ConsumerStatus {
+    const envelope = parseEnvelope(msg.body);
+    if (!envelope) {
+      this.log.warn({ routingKey: msg.routingKey, exchange: msg.exchange, contentType: msg.contentType }, 'malformed bus message dropped');
+      return ConsumerStatus.DROP;
+    }
+    for (const handler of this.handlers) {
+      try {
+        handler(envelope);
+      } catch (err) {
+        // The port says handlers must not throw; one that does must neither starve the others nor
+        // get the message redelivered to all of them again.
+        this.log.error({ err }, 'bus handler threw');
+      }
+    }
+    return ConsumerStatus.ACK;
+  }
+
+  /** Binds `key` on the instance queue; resolves once the broker confirmed it on a live queue. */
+  private async bind(key: string): Promise<void> {
+    await this.pendingUnbinds.get(key);
+    let waitForReady = !this.canBind();
+    for (;;) {
+      if (waitForReady) await this.nextConsumerReady();
+      if (this.stopping) throw new BusStoppedError('bind');
+      // Lost interest while waiting: the next addInterest starts a fresh bind.
+      if (!this.interests.has(key)) return;
+      try {
+        await this.requireConnection().queueBind({ queue: this.queueName, exchange: this.exchange, routingKey: key });
+        return;
+      } catch (err) {
+        // Usually the connection dropped mid-bind: the consumer's re-setup is about to bind it
+        // anyway, and binding again after that is harmless.
+        this.log.debug({ err, routingKey: key }, 'rabbitmq bind failed, retrying after the consumer is ready');
+        waitForReady = true;
+      }
+    }
+  }
+
+  private expire(key: string, interest: Interest): void {
+    if (interest.refs > 0 || this.interests.get(key) !== interest) return;
+    // Out of `interests` first: a reconnect from here on must not re-create the binding.
+    this.interests.delete(key);
+    const connection = this.connection;
+    if (!connection || this.stopping) return;
+    const unbind = connection
+      .queueUnbind({ queue: this.queueName, exchange: this.exchange, routingKey: key })
+      .catch((err: unknown) => {
+        // While disconnected the queue is gone together with the binding: nothing to undo.
+        if (connection.ready) this.log.warn({ err, routingKey: key }, 'rabbitmq unbind failed');
+      })
+      .finally(() => {
+        if (this.pendingUnbinds.get(key) === unbind) this.pendingUnbinds.delete(key);
+      });
+    this.pendingUnbinds.set(key, unbind);
+  }
+
+  private canBind(): boolean {
+    return this.consumerReady && this.connection?.ready === true;
+  }
+
+  private requireConnection(): Connection {
+    if (!this.connection) throw new Error('RabbitMqEventBus: not started');
+    return this.connection;
+  }
+
+  private nextConsumerReady(): Promise<void> {
+    if (this.stopping) return Promise.reject(new BusStoppedError('wait for consumer'));
+    return new Promise((resolve, reject) => this.readyWaiters.add({ resolve, reject }));
+  }
+}
+
+/** Accepts the body as rabbitmq-client hands it over: parsed for application/json, else raw. */
+function parseEnvelope(body: unknown): BusEnvelope | undefined {
+  let value: unknown = body;
+  if (Buffer.isBuffer(value) || typeof value === 'string') {
+    try {
+      value = JSON.parse(value.toString());
+    } catch {
+      return undefined;
+    }
+  }
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { recipients, event } = value as { recipients?: unknown; event?: unknown };
+  if (!Array.isArray(recipients) || !recipients.every((r) => typeof r === 'string')) return undefined;
+  if (typeof event !== 'object' || event === null || typeof (event as { type?: unknown }).type !== 'string') return undefined;
+  return value as BusEnvelope;
+}
+
+/** Settles like `promise`, or rejects with `timeoutError()` after `ms`; never leaves a rejection unhandled. */
+function withTimeout<T>(promise: Promise<T>, ms: number, timeoutError: () => Error): Promise<T> {
+  promise.catch(() => undefined);
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(timeoutError()), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,259 @@
+/**
+ * The MessageStore contract (see the port's TSDoc), run against every implementation. Tests go
+ * through the port only; the fixture adds a read of the outbox, which the relay owns.
+ */
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ChatError } from '../../chat/chat-errors.js';
+import { sessionTopic } from '../../chat/chat-events.js';
+import type { AppendMessage, BusEnvelope, MessageStore, Participant, SessionRecord } from '../../chat/ports.js';
+
+export interface MessageStoreFixture {
+  store: MessageStore;
+  /** A second store on the same database, as another instance would have (absent for PGlite). */
+  peer?: MessageStore;
+  outbox(): Promise<Array<{ destination: string; payload: BusEnvelope }>>;
+  close(): Promise<void>;
+}
+
+const participant = (name: string): Participant => {
+  const id = randomUUID();
+  return { profileId: id, email: `${name}.${id.slice(0, 8)}@example.com`, displayName: name };
+};
+
+const ordered = (x: Participant, y: Participant): [Participant, Participant] => (x.profileId < y.profileId ? [x, y] : [y, x]);
+
+function envelopeFor(session: SessionRecord) {
+  return (m: { id: string; seq: number }): BusEnvelope => ({
+    recipients: [session.a.email, session.b.email],
+    event: {
+      type: 'message',
+      sessionId: session.id,
+      destinations: [{ topic: sessionTopic(session.id) }, { user: session.b.email, queue: 'messages' }],
+      message: {
+        messageId: m.id,
+        sessionId: session.id,
+        seq: m.seq,
+        senderId: session.a.profileId,
+        senderEmail: session.a.email,
+        senderDisplayName: 'a',
+        content: 'x',
+        clientMessageId: 'c',
+        sentAt: new Date(0).toISOString(),
+        delivered: false,
+        seen: false,
+      },
+    },
+  });
+}
+
+const receiptFor = (session: SessionRecord) => (): BusEnvelope => ({
+  recipients: [session.a.email, session.b.email],
+  event: {
+    type: 'receipt',
+    sessionId: session.id,
+    destinations: [{ topic: sessionTopic(session.id) }],
+    receipt: { sessionId: session.id, readerEmail: session.b.email, upToSeq: 0, status: 'seen', messageIds: [] },
+  },
+});
+
+export function describeMessageStoreContract(name: string, open: () => Promise<MessageStoreFixture>): void {
+  describe(`MessageStore contract: ${name}`, () => {
+    let fx: MessageStoreFixture;
+    beforeAll(async () => {
+      fx = await open();
+    });
+    afterAll(async () => {
+      await fx?.close();
+    });
+
+    async function newSession(intent = 'dating'): Promise<SessionRecord> {
+      const [a, b] = ordered(participant('ann'), participant('ben'));
+      return fx.store.upsertSession({ a, b, intent });
+    }
+
+    function append(session: SessionRecord, over: Partial<AppendMessage> = {}): Promise<{ message: { id: string; seq: number; content: string }; created: boolean }> {
+      return fx.store.appendMessage({
+        sessionId: session.id,
+        senderProfileId: session.a.profileId,
+        content: 'hello',
+        clientMessageId: randomUUID(),
+        sentAt: new Date(),
+        toEvent: envelopeFor(session),
+        ...over,
+      });
+    }
+
+    it('returns the same session for the same pair and intent, also under concurrent upserts', async () => {
+      const [a, b] = ordered(participant('ann'), participant('ben'));
+      const sessions = await Promise.all(Array.from({ length: 10 }, () => fx.store.upsertSession({ a, b, intent: 'work' })));
+      expect(new Set(sessions.map((s) => s.id)).size).toBe(1);
+      const other = await fx.store.upsertSession({ a, b, intent: 'dating' });
+      expect(other.id).not.toBe(sessions[0]!.id);
+      expect(await fx.store.getSession(sessions[0]!.id)).toMatchObject({ id: sessions[0]!.id, intent: 'work', a, b, lastSeq: 0 });
+    });
+
+    it('refreshes the participants snapshot on upsert', async () => {
+      const [a, b] = ordered(participant('ann'), participant('ben'));
+      const first = await fx.store.upsertSession({ a, b, intent: 'work' });
+      const renamed = await fx.store.upsertSession({ a: { ...a, displayName: 'Ann Renamed' }, b, intent: 'work' });
+      expect(renamed.id).toBe(first.id);
+      expect(renamed.a.displayName).toBe('Ann Renamed');
+    });
+
+    it('returns undefined for an unknown session', async () => {
+      expect(await fx.store.getSession(randomUUID())).toBeUndefined();
+    });
+
+    it('assigns gapless seq 1..n under concurrent appends', async () => {
+      const session = await newSession();
+      const results = await Promise.all(Array.from({ length: 60 }, (_, i) => append(session, { content: `m${i}` })));
+      expect(results.map((r) => r.message.seq).sort((x, y) => x - y)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+      expect((await fx.store.getSession(session.id))!.lastSeq).toBe(60);
+    });
+
+    it('keeps seq gapless per session when sessions are appended to in one burst', async () => {
+      const [s1, s2] = [await newSession(), await newSession()];
+      await Promise.all(Array.from({ length: 40 }, (_, i) => append(i % 2 ? s1 : s2)));
+      for (const s of [s1, s2]) {
+        const page = await fx.store.history(s.id, { limit: 100 });
+        expect(page.map((m) => m.seq)).toEqual(Array.from({ length: 20 }, (_, i) => 20 - i));
+      }
+    });
+
+    it('keeps seq gapless when two store instances append to one session', async (ctx) => {
+      if (!fx.peer) ctx.skip();
+      const session = await newSession();
+      await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? fx.store : fx.peer!).appendMessage({
+        sessionId: session.id, senderProfileId: session.a.profileId, content: `m${i}`, clientMessageId: randomUUID(), sentAt: new Date(), toEvent: envelopeFor(session),
+      })));
+      const page = await fx.store.history(session.id, { limit: 100 });
+      expect(page.map((m) => m.seq)).toEqual(Array.from({ length: 40 }, (_, i) => 40 - i));
+    });
+
+    it('returns the stored message when clientMessageId repeats, and writes nothing', async () => {
+      const session = await newSession();
+      const clientMessageId = randomUUID();
+      const first = await append(session, { clientMessageId });
+      const outboxBefore = (await fx.outbox()).length;
+      const again = await append(session, { clientMessageId });
+      expect(first.created).toBe(true);
+      expect(again).toMatchObject({ created: false, message: { id: first.message.id, seq: first.message.seq } });
+      expect(await fx.store.history(session.id, { limit: 10 })).toHaveLength(1);
+      expect((await fx.outbox()).length).toBe(outboxBefore);
+    });
+
+    it('stores a message once when the same clientMessageId is sent concurrently', async () => {
+      const session = await newSession();
+      const clientMessageId = randomUUID();
+      const stores = [fx.store, fx.peer ?? fx.store];
+      const results = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          stores[i % 2]!.appendMessage({ sessionId: session.id, senderProfileId: session.a.profileId, content: 'same', clientMessageId, sentAt: new Date(), toEvent: envelopeFor(session) }),
+        ),
+      );
+      expect(new Set(results.map((r) => r.message.id)).size).toBe(1);
+      expect(results.filter((r) => r.created)).toHaveLength(1);
+      const page = await fx.store.history(session.id, { limit: 10 });
+      expect(page.map((m) => m.seq)).toEqual([1]);
+    });
+
+    it('refuses a repeated clientMessageId with different content', async () => {
+      const session = await newSession();
+      const clientMessageId = randomUUID();
+      await append(session, { clientMessageId, content: 'one' });
+      await expect(append(session, { clientMessageId, content: 'two' })).rejects.toMatchObject({ code: 'IDEMPOTENCY_KEY_REUSED' });
+    });
+
+    it('scopes clientMessageId to the sender: another sender gets a message of their own', async () => {
+      const session = await newSession();
+      const clientMessageId = randomUUID();
+      const fromA = await append(session, { clientMessageId, content: 'from a' });
+      const fromB = await append(session, { clientMessageId, content: 'from b', senderProfileId: session.b.profileId });
+      expect(fromB.created).toBe(true);
+      expect(fromB.message.id).not.toBe(fromA.message.id);
+      expect(fromB.message.content).toBe('from b');
+    });
+
+    it('fails an append to an unknown session without affecting others in the same burst', async () => {
+      const session = await newSession();
+      const ghost = { ...session, id: randomUUID() };
+      const [ok, bad] = await Promise.allSettled([append(session), append(ghost)]);
+      expect(ok.status).toBe('fulfilled');
+      expect(bad.status === 'rejected' && bad.reason instanceof ChatError && bad.reason.code).toBe('SESSION_NOT_FOUND');
+    });
+
+    it('writes one outbox row per message, addressed to the session topic and listing its destinations', async () => {
+      const session = await newSession();
+      const { message } = await append(session);
+      const rows = (await fx.outbox()).filter((r) => r.payload.event.type === 'message' && r.payload.event.message.messageId === message.id);
+      expect(rows).toHaveLength(1);
+      expect(rows[0]!.destination).toBe(sessionTopic(session.id));
+      expect(rows[0]!.payload.recipients).toEqual([session.a.email, session.b.email]);
+      expect(rows[0]!.payload.event.destinations).toContainEqual({ user: session.b.email, queue: 'messages' });
+    });
+
+    it('pages history newest first with before and after cursors', async () => {
+      const session = await newSession();
+      for (let i = 1; i <= 12; i++) await append(session, { content: `m${i}` });
+      const seqs = async (page: { limit: number; beforeSeq?: number; afterSeq?: number }) => (await fx.store.history(session.id, page)).map((m) => m.seq);
+      expect(await seqs({ limit: 5 })).toEqual([12, 11, 10, 9, 8]);
+      expect(await seqs({ limit: 5, beforeSeq: 8 })).toEqual([7, 6, 5, 4, 3]);
+      expect(await seqs({ limit: 5, beforeSeq: 3 })).toEqual([2, 1]);
+      expect(await seqs({ limit: 5, afterSeq: 2 })).toEqual([7, 6, 5, 4, 3]);
+      expect(await seqs({ limit: 5, afterSeq: 12 })).toEqual([]);
+      expect((await fx.store.history(session.id, { limit: 1 }))[0]).toMatchObject({ content: 'm12', senderProfileId: session.a.profileId, delivered: false, seen: false });
+    });
+
+    it('counts unseen messages from the other participant and marks them seen up to a seq', async () => {
+      const session = await newSession();
+      for (let i = 0; i < 5; i++) await append(session);
+      await append(session, { senderProfileId: session.b.profileId });
+      expect((await fx.store.unseen(session.id, session.b.profileId, 100)).count).toBe(5);
+      expect((await fx.store.unseen(session.id, session.a.profileId, 100)).count).toBe(1);
+
+      const outboxBefore = (await fx.outbox()).length;
+      const update = await fx.store.markSeen(session.id, session.b.profileId, 3, receiptFor(session));
+      expect(update.messages.map((m) => m.seq)).toEqual([1, 2, 3]);
+      const unseen = await fx.store.unseen(session.id, session.b.profileId, 100);
+      expect(unseen.count).toBe(2);
+      expect(unseen.messages.map((m) => m.seq)).toEqual([4, 5]);
+      expect((await fx.outbox()).length).toBe(outboxBefore + 1);
+
+      const nothing = await fx.store.markSeen(session.id, session.b.profileId, 3, receiptFor(session));
+      expect(nothing.messages).toEqual([]);
+      expect((await fx.outbox()).length).toBe(outboxBefore + 1);
+      const seen = await fx.store.history(session.id, { limit: 10, afterSeq: 0 });
+      expect(seen.filter((m) => m.seen).map((m) => m.seq).sort()).toEqual([1, 2, 3]);
+      expect(seen.filter((m) => m.seen).every((m) => m.delivered)).toBe(true);
+    });
+
+    it('marks only the other participant\u2019s listed messages delivered', async () => {
+      const session = await newSession();
+      const m1 = await append(session);
+      const own = await append(session, { senderProfileId: session.b.profileId });
+      const update = await fx.store.markDelivered(session.id, session.b.profileId, [m1.message.id, own.message.id], receiptFor(session));
+      expect(update.messages.map((m) => m.id)).toEqual([m1.message.id]);
+      const again = await fx.store.markDelivered(session.id, session.b.profileId, [m1.message.id], receiptFor(session));
+      expect(again.messages).toEqual([]);
+    });
+
+    it('lists a user\u2019s sessions with the last message and unread count, most recent first', async () => {
+      const [me, x, y] = [participant('me'), participant('x'), participant('y')];
+      const [a1, b1] = ordered(me, x);
+      const s1 = await fx.store.upsertSession({ a: a1, b: b1, intent: 'dating' });
+      const [a2, b2] = ordered(me, y);
+      const s2 = await fx.store.upsertSession({ a: a2, b: b2, intent: 'dating' });
+      const toEvent = envelopeFor(s1);
+      await fx.store.appendMessage({ sessionId: s1.id, senderProfileId: x.profileId, content: 'from x', clientMessageId: randomUUID(), sentAt: new Date(Date.now() - 1000), toEvent });
+      await fx.store.appendMessage({ sessionId: s2.id, senderProfileId: y.profileId, content: 'y1', clientMessageId: randomUUID(), sentAt: new Date(), toEvent: envelopeFor(s2) });
+      await fx.store.appendMessage({ sessionId: s2.id, senderProfileId: me.profileId, content: 'me', clientMessageId: randomUUID(), sentAt: new Date(), toEvent: envelopeFor(s2) });
+
+      const list = await fx.store.listSessions(me.email, 50);
+      expect(list.map((s) => s.session.id)).toEqual([s2.id, s1.id]);
+      expect(list[0]).toMatchObject({ unreadCount: 1, lastMessage: { content: 'me', seq: 2 } });
+      expect(list[1]).toMatchObject({ unreadCount: 1, lastMessage: { content: 'from x', seq: 1 } });
+      expect(await fx.store.listSessions(`nobody.${randomUUID()}@example.com`, 50)).toEqual([]);
+    });
+  });
+}
