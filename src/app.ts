@@ -6,9 +6,9 @@
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import type { Config, StoreConfig } from './config/config.js';
+import type { BusConfig, Config, StoreConfig } from './config/config.js';
 import { ChatService } from './chat/chat-service.js';
-import { systemClock, type ProfileDirectory } from './chat/ports.js';
+import { systemClock, type EventBus, type ProfileDirectory } from './chat/ports.js';
 import { PgDatabase } from './store/postgres/pg-database.js';
 import { PgliteDatabase } from './store/postgres/pglite-database.js';
 import { migrate } from './store/postgres/migrator.js';
@@ -19,6 +19,11 @@ import { JwtTokenVerifier, type TokenVerifier } from './auth/token-verifier.js';
 import { DEV_AUDIENCE, DEV_ISSUER, DevTokenIssuer } from './auth/dev-token-issuer.js';
 import { Metrics } from './observability/metrics.js';
 import { buildHttpServer } from './http/http-server.js';
+import { MemoryEventBus } from './bus/memory-event-bus.js';
+import { RabbitMqEventBus } from './bus/rabbitmq-event-bus.js';
+import { RealtimeGateway } from './realtime/realtime-gateway.js';
+import { RealtimeEndpoints } from './realtime/realtime-endpoints.js';
+import type { StompConnectionOptions } from './realtime/stomp/stomp-connection.js';
 
 export interface App {
   readonly config: Config;
@@ -50,6 +55,17 @@ async function openDatabase(store: StoreConfig, logger: Logger): Promise<SqlData
   }
 }
 
+function buildBus(bus: BusConfig, config: Config, logger: Logger): EventBus {
+  switch (bus.kind) {
+    case 'memory':
+      return new MemoryEventBus({ logger: logger.child({ component: 'bus' }) });
+    case 'rabbitmq':
+      return new RabbitMqEventBus({ url: bus.url, instanceId: config.instanceId, logger: logger.child({ component: 'bus' }) });
+    default:
+      return assertNever(bus);
+  }
+}
+
 function buildVerifier(config: Config, devIssuer: DevTokenIssuer | undefined): TokenVerifier {
   const auth = config.auth;
   switch (auth.kind) {
@@ -78,7 +94,13 @@ function buildProfiles(config: Config, db: SqlDatabase): ProfileDirectory {
   }
 }
 
-export async function createApp(config: Config, logger: Logger, options: { metrics?: Metrics } = {}): Promise<App> {
+export interface AppOptions {
+  metrics?: Metrics;
+  /** STOMP tuning for tests (heart-beats, connect timeout, limits). */
+  stomp?: Partial<StompConnectionOptions>;
+}
+
+export async function createApp(config: Config, logger: Logger, options: AppOptions = {}): Promise<App> {
   const stack: Array<{ name: string; stop: () => Promise<void> }> = [];
   const stopAll = async (): Promise<void> => {
     for (const { name, stop } of stack.reverse()) {
@@ -106,7 +128,19 @@ export async function createApp(config: Config, logger: Logger, options: { metri
     const devIssuer = config.auth.kind === 'dev' ? DevTokenIssuer.open(config.store.kind === 'pglite' && !config.store.dataDir ? undefined : config.dataDir) : undefined;
     const verifier = buildVerifier(config, devIssuer);
     const profiles = buildProfiles(config, db);
-    const chat = new ChatService({ store, profiles, clock: systemClock, maxContentChars: config.maxContentChars });
+    const bus = buildBus(config.bus, config, logger);
+    await bus.start();
+    stack.push({ name: 'bus', stop: () => bus.stop() });
+    const chat = new ChatService({ store, profiles, bus, clock: systemClock, maxContentChars: config.maxContentChars });
+
+    const gateway = new RealtimeGateway({ chat, bus, verifier, metrics, logger: logger.child({ component: 'realtime' }) });
+    const realtime = new RealtimeEndpoints({
+      handler: gateway,
+      logger: logger.child({ component: 'realtime' }),
+      metrics,
+      allowedOrigins: config.allowedOrigins,
+      stomp: options.stomp,
+    });
 
     const http = buildHttpServer({
       chat,
@@ -115,14 +149,19 @@ export async function createApp(config: Config, logger: Logger, options: { metri
       metrics,
       logger,
       allowedOrigins: config.allowedOrigins,
+      interceptRequest: (req, res) => realtime.handleRequest(req, res),
       readiness: async () => ({
         database: await db.ping().then(
           () => 'up' as const,
           () => 'down' as const,
         ),
+        bus: bus.isHealthy() ? 'up' : 'down',
       }),
     });
+    http.server.on('upgrade', (req, socket, head) => realtime.handleUpgrade(req, socket, head));
     stack.push({ name: 'http', stop: () => http.close() });
+    // Before the HTTP server closes: WebSocket and SockJS connections would otherwise hold it open.
+    stack.push({ name: 'realtime', stop: () => realtime.close() });
     await http.listen({ port: config.port, host: config.host });
     const address = http.server.address() as AddressInfo;
     const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;

@@ -5,7 +5,7 @@
  */
 import { ChatError } from './chat-errors.js';
 import { type ChatMessageView, type Destination, sessionTopic } from './chat-events.js';
-import type { BusEnvelope, Clock, MessageRecord, MessageStore, Participant, ProfileDirectory, SessionRecord } from './ports.js';
+import type { BusEnvelope, Clock, EventBus, MessageRecord, MessageStore, Participant, ProfileDirectory, SessionRecord } from './ports.js';
 import { normalizeEmail, requireContent, requireEmail, requireIntent, requireSeq, requireUuid } from './validation.js';
 
 /** The authenticated user on whose behalf a use case runs; email is lower-cased by the verifier. */
@@ -55,6 +55,8 @@ const SESSION_CACHE_MAX = 10_000;
 export interface ChatServiceDeps {
   store: MessageStore;
   profiles: ProfileDirectory;
+  /** Carries ephemeral events (typing) that are not worth a database write. */
+  bus: EventBus;
   clock: Clock;
   maxContentChars: number;
 }
@@ -170,6 +172,23 @@ export class ChatService {
       receiptEnvelope(session, me, peer, 'delivered', u.messages),
     );
     return update.messages.length;
+  }
+
+  /** Typing signals are ephemeral: published straight to the bus, never stored, lost if nobody listens. */
+  async typing(caller: Caller, sessionIdInput: unknown, typingInput: unknown): Promise<void> {
+    const sessionId = requireUuid('sessionId', sessionIdInput);
+    if (typeof typingInput !== 'boolean') throw new ChatError('VALIDATION_FAILED', 'typing must be true or false', { field: 'typing' });
+    const session = await this.participantSession(caller, sessionId);
+    const { me, peer } = sides(session, caller.email);
+    await this.deps.bus.publish({
+      recipients: [me.email, peer.email],
+      event: {
+        type: 'typing',
+        sessionId,
+        destinations: [{ topic: sessionTopic(sessionId) }],
+        typing: { sessionId, email: me.email, typing: typingInput },
+      },
+    });
   }
 
   async listSessions(caller: Caller, limit = MAX_PAGE): Promise<SessionListItem[]> {

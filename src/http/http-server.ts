@@ -2,6 +2,7 @@
  * The HTTP API (DESIGN §4): Fastify routes that authenticate, translate and hand over to the chat
  * service. No business rules here.
  */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import cors from '@fastify/cors';
 import { Ajv } from 'ajv';
@@ -36,6 +37,8 @@ export interface HttpServerDeps {
   metrics: Metrics;
   logger: Logger;
   allowedOrigins: readonly string[];
+  /** Sees every raw request first and returns true for those it answered itself (the SockJS endpoint). */
+  interceptRequest?: (req: IncomingMessage, res: ServerResponse) => boolean;
   /** Resolves when every dependency needed to serve is reachable; rejects saying which is not. */
   readiness: () => Promise<Record<string, 'up' | 'down'>>;
 }
@@ -53,6 +56,10 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
     bodyLimit: BODY_LIMIT_BYTES,
     trustProxy: true,
     requestIdHeader: 'x-request-id',
+    serverFactory: (handler) =>
+      http.createServer((req, res) => {
+        if (!deps.interceptRequest?.(req, res)) handler(req, res);
+      }),
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   // Query strings and paths are text and need coercion to their declared types; a JSON body must

@@ -52,6 +52,29 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly realtimeConnections = new Gauge({
+    name: 'chat_realtime_connections',
+    help: 'Open STOMP connections by transport',
+    labelNames: ['transport'] as const,
+    registers: [this.registry],
+  });
+
+  readonly realtimeSubscriptions = new Gauge({ name: 'chat_realtime_subscriptions', help: 'Active STOMP subscriptions', registers: [this.registry] });
+
+  readonly stompFrames = new Counter({
+    name: 'chat_stomp_frames_total',
+    help: 'STOMP frames by direction and command',
+    labelNames: ['direction', 'command'] as const,
+    registers: [this.registry],
+  });
+
+  readonly realtimeClosed = new Counter({
+    name: 'chat_realtime_refusals_total',
+    help: 'Connections or handshakes refused, by reason',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }

@@ -1,6 +1,6 @@
 /** Starts a real app on port 0 for tests and gives typed helpers for calling it over HTTP. */
 import { randomUUID } from 'node:crypto';
-import { type App, createApp } from '../../src/app.js';
+import { type App, type AppOptions, createApp } from '../../src/app.js';
 import { type Config, loadConfig } from '../../src/config/config.js';
 import { createLogger } from '../../src/observability/logger.js';
 
@@ -14,11 +14,11 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
-export async function startTestApp(env: Record<string, string> = {}, overrides: Partial<Config> = {}): Promise<TestApp> {
+export async function startTestApp(env: Record<string, string> = {}, overrides: Partial<Config> = {}, options: AppOptions = {}): Promise<TestApp> {
   const base = loadConfig({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent', ...env });
   // No DATA_DIR and no DATABASE_URL: an in-memory PGlite, so tests leave nothing on disk.
   const config: Config = { ...base, ...(env.DATA_DIR || env.DATABASE_URL ? {} : { store: { kind: 'pglite', dataDir: '' } }), ...overrides };
-  const app = await createApp(config, createLogger(config.logLevel));
+  const app = await createApp(config, createLogger(config.logLevel), options);
   const call: TestApp['call'] = async (method, path, options = {}) => {
     const headers: Record<string, string> = { ...(options.headers ?? {}) };
     if (options.token) headers.authorization = `Bearer ${options.token}`;

@@ -1,0 +1,295 @@
+/**
+ * The application behind every STOMP connection: authenticates CONNECT, authorises and registers
+ * subscriptions, turns SENDs into chat use cases, and delivers bus events to the local
+ * subscriptions they address (DESIGN §5).
+ *
+ * Routing state is local to this instance: which connections each user has, and which
+ * subscriptions listen on each destination. Each open connection holds one bus interest in its
+ * user, so the bus brings this instance every event of its users; session-topic subscribers are
+ * participants, so their user interest already covers the topic.
+ */
+import type { Logger } from 'pino';
+import { CHAT_ERROR_CATALOGUE, ChatError } from '../chat/chat-errors.js';
+import type { ChatService, SendMessageInput } from '../chat/chat-service.js';
+import type { ChatEvent, Destination } from '../chat/chat-events.js';
+import type { BusEnvelope, EventBus } from '../chat/ports.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { TokenVerifier } from '../auth/token-verifier.js';
+import type { Principal, StompConnection, StompHandler, Subscription } from './stomp/stomp-connection.js';
+import { header, type StompFrame } from './stomp/stomp-frame.js';
+
+const TOPIC_PREFIX = '/topic/session.';
+const USER_QUEUES = ['messages', 'ack', 'error', 'receipts'] as const;
+type UserQueue = (typeof USER_QUEUES)[number];
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** What a client ACK on /user/queue/messages refers to. */
+interface DeliveryToken {
+  sessionId: string;
+  messageId: string;
+}
+
+interface Listener {
+  conn: StompConnection;
+  sub: Subscription;
+}
+
+/** Where accepted STOMP sends go: straight to the chat service, or through a durable queue (cluster). */
+export interface SendIngress {
+  /** Resolves once the send is durably accepted; `created: false` marks a repeat answered from the store. */
+  submit(caller: Principal, request: SendMessageInput): Promise<{ message?: unknown; created?: boolean } | void>;
+}
+
+export interface RealtimeGatewayDeps {
+  chat: ChatService;
+  bus: EventBus;
+  verifier: TokenVerifier;
+  metrics: Metrics;
+  logger: Logger;
+  /** Defaults to calling the chat service directly. */
+  ingress?: SendIngress;
+}
+
+export class RealtimeGateway implements StompHandler {
+  private readonly connectionsByUser = new Map<string, Set<StompConnection>>();
+  private readonly topicListeners = new Map<string, Set<Listener>>();
+  private readonly queueListeners = new Map<StompConnection, Map<UserQueue, Set<Subscription>>>();
+  private readonly interestHeld = new Set<StompConnection>();
+  private readonly ingress: SendIngress;
+
+  constructor(private readonly deps: RealtimeGatewayDeps) {
+    this.ingress = deps.ingress ?? {
+      submit: async (caller, request) => {
+        const result = await deps.chat.sendMessage(caller, request);
+        deps.metrics.messagesSent.inc({ transport: 'stomp', result: result.created ? 'created' : 'repeat' });
+        return result;
+      },
+    };
+    deps.bus.onEvent((envelope) => this.dispatch(envelope));
+  }
+
+  /** Open connections on this instance (all users). */
+  get connectionCount(): number {
+    let n = 0;
+    for (const set of this.connectionsByUser.values()) n += set.size;
+    return n;
+  }
+
+  async authenticate(token: string | undefined): Promise<Principal> {
+    if (!token) throw new ChatError('UNAUTHENTICATED', 'CONNECT needs an Authorization: Bearer <token> header or the token as passcode');
+    return this.deps.verifier.verify(token);
+  }
+
+  async connected(conn: StompConnection): Promise<void> {
+    const email = conn.principal!.email;
+    // Interest first: once CONNECTED is written, every event for this user must reach us.
+    await this.deps.bus.addInterest(email);
+    if (!conn.isOpen) {
+      this.deps.bus.removeInterest(email);
+      return;
+    }
+    this.interestHeld.add(conn);
+    let set = this.connectionsByUser.get(email);
+    if (!set) this.connectionsByUser.set(email, (set = new Set()));
+    set.add(conn);
+    this.queueListeners.set(conn, new Map());
+    this.deps.metrics.realtimeConnections.inc({ transport: conn.transportKind });
+  }
+
+  disconnected(conn: StompConnection): void {
+    const email = conn.principal?.email;
+    if (!email || !this.interestHeld.delete(conn)) return;
+    const set = this.connectionsByUser.get(email);
+    set?.delete(conn);
+    if (set?.size === 0) this.connectionsByUser.delete(email);
+    this.queueListeners.delete(conn);
+    this.deps.bus.removeInterest(email);
+    this.deps.metrics.realtimeConnections.dec({ transport: conn.transportKind });
+  }
+
+  async subscribe(conn: StompConnection, sub: Subscription): Promise<void> {
+    const caller = conn.principal!;
+    if (sub.destination.startsWith(TOPIC_PREFIX)) {
+      const sessionId = sub.destination.slice(TOPIC_PREFIX.length);
+      if (!UUID.test(sessionId)) throw new ChatError('UNKNOWN_DESTINATION', `no such destination ${sub.destination}`);
+      await this.deps.chat.participantSession(caller, sessionId);
+      let set = this.topicListeners.get(sub.destination);
+      if (!set) this.topicListeners.set(sub.destination, (set = new Set()));
+      set.add({ conn, sub });
+    } else {
+      const queue = userQueueOf(sub.destination);
+      if (!queue) throw new ChatError('UNKNOWN_DESTINATION', `cannot subscribe to ${sub.destination}`);
+      const byQueue = this.queueListeners.get(conn);
+      if (!byQueue) return;
+      let set = byQueue.get(queue);
+      if (!set) byQueue.set(queue, (set = new Set()));
+      set.add(sub);
+    }
+    this.deps.metrics.realtimeSubscriptions.inc();
+  }
+
+  unsubscribe(conn: StompConnection, sub: Subscription): void {
+    if (sub.destination.startsWith(TOPIC_PREFIX)) {
+      const set = this.topicListeners.get(sub.destination);
+      if (set) {
+        for (const listener of set) if (listener.sub === sub) set.delete(listener);
+        if (set.size === 0) this.topicListeners.delete(sub.destination);
+      }
+    } else {
+      const queue = userQueueOf(sub.destination);
+      if (queue) this.queueListeners.get(conn)?.get(queue)?.delete(sub);
+    }
+    this.deps.metrics.realtimeSubscriptions.dec();
+  }
+
+  async send(conn: StompConnection, destination: string, frame: StompFrame): Promise<void> {
+    const caller = conn.principal!;
+    if (!destination.startsWith('/app/')) throw new ChatError('DESTINATION_FORBIDDEN', 'clients may SEND only to /app/** destinations');
+    const body = parseJsonBody(frame);
+    switch (destination) {
+      case '/app/chat.send': {
+        // Only the request's own fields: a client-set senderId, seq or sentAt never reaches the store.
+        const request: SendMessageInput = {
+          sessionId: body.sessionId,
+          content: body.content,
+          clientMessageId: body.clientMessageId ?? header(frame, 'client-message-id'),
+          senderEmail: body.senderEmail,
+          intent: body.intent,
+        };
+        let result;
+        try {
+          result = await this.ingress.submit(caller, request);
+        } catch (err) {
+          throw withClientMessageId(err, request.clientMessageId);
+        }
+        // A repeat writes no new event, so its ack comes from here rather than through the outbox.
+        if (result && result.created === false && result.message) this.deliverToConnection(conn, 'ack', result.message);
+        return;
+      }
+      case '/app/chat.seen':
+        await this.deps.chat.markSeen(caller, body.sessionId, body.upToSeq);
+        return;
+      case '/app/chat.typing':
+        await this.deps.chat.typing(caller, body.sessionId, body.typing ?? true);
+        return;
+      default:
+        throw new ChatError('UNKNOWN_DESTINATION', `no such destination ${destination}`);
+    }
+  }
+
+  async acked(conn: StompConnection, _sub: Subscription, tokens: readonly unknown[]): Promise<void> {
+    const bySession = new Map<string, string[]>();
+    for (const token of tokens as DeliveryToken[]) {
+      if (!token?.sessionId) continue;
+      const ids = bySession.get(token.sessionId) ?? [];
+      ids.push(token.messageId);
+      bySession.set(token.sessionId, ids);
+    }
+    for (const [sessionId, ids] of bySession) await this.deps.chat.markDelivered(conn.principal!, sessionId, ids);
+  }
+
+  reportError(conn: StompConnection, err: ChatError, context: { clientMessageId?: string; receipt?: string }): boolean {
+    const subs = this.queueListeners.get(conn)?.get('error');
+    if (!subs || subs.size === 0) return false;
+    const problem = {
+      type: `urn:chat-service:problem:${err.code.toLowerCase().replaceAll('_', '-')}`,
+      title: CHAT_ERROR_CATALOGUE[err.code].title,
+      status: err.status,
+      detail: err.message,
+      code: err.code,
+      ...(err.extra ?? {}),
+      ...(context.clientMessageId ? { clientMessageId: context.clientMessageId } : {}),
+    };
+    const body = Buffer.from(JSON.stringify(problem));
+    const headers: Array<readonly [string, string]> = [
+      ['content-type', 'application/json'],
+      ['event-type', 'error'],
+      ['error-code', err.code],
+    ];
+    if (context.clientMessageId) headers.push(['client-message-id', context.clientMessageId]);
+    if (context.receipt) headers.push(['receipt-id', context.receipt]);
+    for (const sub of subs) conn.deliver(sub, headers, body);
+    return true;
+  }
+
+  /** Delivers one bus event to every local subscription it addresses. */
+  private dispatch(envelope: BusEnvelope): void {
+    const { event } = envelope;
+    const body = Buffer.from(JSON.stringify(bodyOf(event)));
+    const headers = headersOf(event);
+    const token: DeliveryToken | undefined = event.type === 'message' ? { sessionId: event.sessionId, messageId: event.message.messageId } : undefined;
+    for (const destination of event.destinations) {
+      for (const { conn, sub } of this.listenersOf(destination)) {
+        conn.deliver(sub, headers, body, isUserQueue(destination, 'messages') ? token : undefined);
+      }
+    }
+  }
+
+  private *listenersOf(destination: Destination): Iterable<Listener> {
+    if ('topic' in destination) {
+      const set = this.topicListeners.get(destination.topic);
+      if (set) yield* set;
+      return;
+    }
+    for (const conn of this.connectionsByUser.get(destination.user) ?? []) {
+      for (const sub of this.queueListeners.get(conn)?.get(destination.queue) ?? []) yield { conn, sub };
+    }
+  }
+
+  private deliverToConnection(conn: StompConnection, queue: UserQueue, payload: unknown): void {
+    const message = payload as { sessionId?: string; seq?: number; clientMessageId?: string };
+    const headers: Array<readonly [string, string]> = [
+      ['content-type', 'application/json'],
+      ['event-type', 'message'],
+    ];
+    if (message.clientMessageId) headers.push(['client-message-id', message.clientMessageId]);
+    const body = Buffer.from(JSON.stringify(payload));
+    for (const sub of this.queueListeners.get(conn)?.get(queue) ?? []) conn.deliver(sub, headers, body);
+  }
+}
+
+function userQueueOf(destination: string): UserQueue | undefined {
+  const name = destination.startsWith('/user/queue/') ? destination.slice('/user/queue/'.length) : undefined;
+  return (USER_QUEUES as readonly string[]).includes(name ?? '') ? (name as UserQueue) : undefined;
+}
+
+const isUserQueue = (d: Destination, queue: UserQueue): boolean => 'queue' in d && d.queue === queue;
+
+function bodyOf(event: ChatEvent): unknown {
+  switch (event.type) {
+    case 'message':
+      return event.message;
+    case 'receipt':
+      return event.receipt;
+    case 'typing':
+      return event.typing;
+  }
+}
+
+function headersOf(event: ChatEvent): Array<readonly [string, string]> {
+  const headers: Array<readonly [string, string]> = [
+    ['content-type', 'application/json'],
+    ['event-type', event.type],
+    ['session-id', event.sessionId],
+  ];
+  if (event.type === 'message') {
+    headers.push(['seq', String(event.message.seq)], ['client-message-id', event.message.clientMessageId]);
+  }
+  return headers;
+}
+
+function parseJsonBody(frame: StompFrame): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(frame.body.toString('utf8'));
+  } catch {
+    throw new ChatError('MALFORMED_JSON', 'the SEND body must be a JSON object');
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ChatError('MALFORMED_JSON', 'the SEND body must be a JSON object');
+  return parsed as Record<string, unknown>;
+}
+
+function withClientMessageId(err: unknown, clientMessageId: unknown): unknown {
+  if (!(err instanceof ChatError) || typeof clientMessageId !== 'string') return err;
+  return new ChatError(err.code, err.message, { ...(err.extra ?? {}), clientMessageId }, { cause: err });
+}
