@@ -15,6 +15,7 @@ import { migrate } from './store/postgres/migrator.js';
 import { PostgresMessageStore } from './store/postgres/postgres-message-store.js';
 import type { SqlDatabase } from './store/postgres/sql-database.js';
 import { LocalProfileDirectory } from './profiles/local-profile-directory.js';
+import { createHttpProfileDirectory } from './profiles/http-profile-directory.js';
 import { JwtTokenVerifier, type TokenVerifier } from './auth/token-verifier.js';
 import { DEV_AUDIENCE, DEV_ISSUER, DevTokenIssuer } from './auth/dev-token-issuer.js';
 import { Metrics } from './observability/metrics.js';
@@ -24,6 +25,7 @@ import { RabbitMqEventBus } from './bus/rabbitmq-event-bus.js';
 import { RealtimeGateway } from './realtime/realtime-gateway.js';
 import { RealtimeEndpoints } from './realtime/realtime-endpoints.js';
 import type { StompConnectionOptions } from './realtime/stomp/stomp-connection.js';
+import { OutboxRelay, outboxCounts } from './outbox/outbox-relay.js';
 
 export interface App {
   readonly config: Config;
@@ -82,13 +84,13 @@ function buildVerifier(config: Config, devIssuer: DevTokenIssuer | undefined): T
   }
 }
 
-function buildProfiles(config: Config, db: SqlDatabase): ProfileDirectory {
+function buildProfiles(config: Config, db: SqlDatabase, logger: Logger, metrics: Metrics): ProfileDirectory {
   const profiles = config.profiles;
   switch (profiles.kind) {
     case 'local':
       return new LocalProfileDirectory(db);
     case 'http':
-      throw new Error('PROFILE_SERVICE_URL: the HTTP profile directory is not available yet');
+      return createHttpProfileDirectory(profiles, { logger, registry: metrics.registry });
     default:
       return assertNever(profiles);
   }
@@ -118,20 +120,20 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     const db = await openDatabase(config.store, logger);
     stack.push({ name: 'database', stop: () => db.close() });
     const store = new PostgresMessageStore(db);
-    metrics.outboxCounts = async () => {
-      const rows = await db.query<{ pending: string | number; dead: string | number }>(
-        'SELECT count(*) FILTER (WHERE NOT processed AND NOT dead) AS pending, count(*) FILTER (WHERE dead) AS dead FROM chat_message_outbox',
-      );
-      return { pending: Number(rows[0]?.pending ?? 0), dead: Number(rows[0]?.dead ?? 0) };
-    };
+    metrics.outboxCounts = () => outboxCounts(db);
 
     const devIssuer = config.auth.kind === 'dev' ? DevTokenIssuer.open(config.store.kind === 'pglite' && !config.store.dataDir ? undefined : config.dataDir) : undefined;
     const verifier = buildVerifier(config, devIssuer);
-    const profiles = buildProfiles(config, db);
+    const profiles = buildProfiles(config, db, logger, metrics);
     const bus = buildBus(config.bus, config, logger);
     await bus.start();
     stack.push({ name: 'bus', stop: () => bus.stop() });
     const chat = new ChatService({ store, profiles, bus, clock: systemClock, maxContentChars: config.maxContentChars });
+
+    const relay = new OutboxRelay({ db, bus, metrics, logger: logger.child({ component: 'outbox' }) });
+    store.onOutboxWritten(() => relay.wake());
+    await relay.start();
+    stack.push({ name: 'outbox', stop: () => relay.stop() });
 
     const gateway = new RealtimeGateway({ chat, bus, verifier, metrics, logger: logger.child({ component: 'realtime' }) });
     const realtime = new RealtimeEndpoints({

@@ -250,12 +250,21 @@ async function appendInTransaction(
   const outcomes: Array<BatchOutcome<AppendResult> | undefined> = new Array(items.length);
   const key = (m: { senderProfileId: string; clientMessageId: string }): string => `${m.senderProfileId}|${m.clientMessageId}`;
 
-  const existingRows = await tx.query<MessageRow>(
-    `SELECT ${MESSAGE_COLUMNS} FROM chat_messages
-      WHERE (sender_profile_id, client_msg_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))`,
-    [items.map((i) => i.senderProfileId), items.map((i) => i.clientMessageId)],
+  // One round trip for both: the stored messages of repeated keys, and the batch's sessions locked
+  // in id order (so concurrent batches on any instance serialise per session and never deadlock).
+  const sessionIds = [...new Set(items.map((i) => i.sessionId))].sort();
+  const lookup = await tx.query<MessageRow & { kind: 'message' | 'session' }>(
+    `WITH locked AS MATERIALIZED (
+       SELECT id, last_seq FROM chat_sessions WHERE id = ANY($3::uuid[]) ORDER BY id FOR UPDATE
+     )
+     SELECT 'message' AS kind, ${MESSAGE_COLUMNS} FROM chat_messages
+      WHERE (sender_profile_id, client_msg_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))
+     UNION ALL
+     SELECT 'session', id, NULL, last_seq, NULL, NULL, NULL, NULL, NULL, NULL FROM locked`,
+    [items.map((i) => i.senderProfileId), items.map((i) => i.clientMessageId), sessionIds],
   );
-  const existing = new Map(existingRows.map((r) => [`${r.sender_profile_id}|${r.client_msg_id}`, toMessage(r)]));
+  const existing = new Map(lookup.filter((r) => r.kind === 'message').map((r) => [`${r.sender_profile_id}|${r.client_msg_id}`, toMessage(r)]));
+  const lastSeq = new Map(lookup.filter((r) => r.kind === 'session').map((r) => [r.id, Number(r.seq)]));
 
   // Items whose key repeats inside this batch resolve like a repeat of the first one.
   const firstIndexByKey = new Map<string, number>();
@@ -275,12 +284,6 @@ async function appendInTransaction(
   const records: MessageRecord[] = [];
   const envelopes: BusEnvelope[] = [];
   if (fresh.length > 0) {
-    const sessionIds = [...new Set(fresh.map((i) => items[i]!.sessionId))].sort();
-    const locked = await tx.query<{ id: string; last_seq: string | number }>(
-      'SELECT id, last_seq FROM chat_sessions WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE',
-      [sessionIds],
-    );
-    const lastSeq = new Map(locked.map((r) => [r.id, Number(r.last_seq)]));
     const lastAt = new Map<string, Date>();
     for (const i of fresh) {
       const item = items[i]!;
@@ -308,11 +311,26 @@ async function appendInTransaction(
     }
 
     if (records.length > 0) {
-      const inserted = await tx.query<{ id: string }>(
-        `INSERT INTO chat_messages (id, session_id, seq, sender_profile_id, content, client_msg_id, sent_at)
-         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::uuid[], $5::text[], $6::uuid[], $7::timestamptz[])
-         ON CONFLICT (sender_profile_id, client_msg_id) DO NOTHING
-         RETURNING id`,
+      const touched = [...lastAt.keys()];
+      // One statement writes the messages, advances the sessions, adds the outbox rows and
+      // announces them (NOTIFY is delivered at commit): round trips, not rows, bound the latency.
+      const [written] = await tx.query<{ inserted: string | number }>(
+        `WITH inserted AS (
+           INSERT INTO chat_messages (id, session_id, seq, sender_profile_id, content, client_msg_id, sent_at)
+           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::uuid[], $5::text[], $6::uuid[], $7::timestamptz[])
+           ON CONFLICT (sender_profile_id, client_msg_id) DO NOTHING
+           RETURNING 1
+         ), advanced AS (
+           UPDATE chat_sessions s SET last_seq = v.last_seq, last_message_at = v.at
+             FROM unnest($8::uuid[], $9::bigint[], $10::timestamptz[]) AS v(id, last_seq, at)
+            WHERE s.id = v.id
+           RETURNING 1
+         ), queued AS (
+           INSERT INTO chat_message_outbox (destination, payload)
+           SELECT * FROM unnest($11::text[], $12::jsonb[])
+           RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM inserted) AS inserted, pg_notify('${OUTBOX_CHANNEL}', '')`,
         [
           records.map((r) => r.id),
           records.map((r) => r.sessionId),
@@ -321,20 +339,16 @@ async function appendInTransaction(
           records.map((r) => r.content),
           records.map((r) => r.clientMessageId),
           records.map((r) => r.sentAt.toISOString()),
+          touched,
+          touched.map((id) => lastSeq.get(id)),
+          touched.map((id) => lastAt.get(id)!.toISOString()),
+          records.map((r) => sessionTopic(r.sessionId)),
+          envelopes.map((e) => JSON.stringify(e)),
         ],
       );
-      // Another transaction committed one of our keys after we looked: start over so that its row
-      // is found as a repeat and our seqs stay gapless.
-      if (inserted.length !== records.length) throw new ConcurrentDuplicate();
-
-      const touched = [...lastAt.keys()];
-      await tx.query(
-        `UPDATE chat_sessions s SET last_seq = v.last_seq, last_message_at = v.at
-           FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[]) AS v(id, last_seq, at)
-          WHERE s.id = v.id`,
-        [touched, touched.map((id) => lastSeq.get(id)), touched.map((id) => lastAt.get(id)!.toISOString())],
-      );
-      await insertOutbox(tx, records.map((r) => sessionTopic(r.sessionId)), envelopes);
+      // Another transaction committed one of our keys after we looked: start over (the rollback
+      // undoes this statement) so that its row is found as a repeat and our seqs stay gapless.
+      if (Number(written?.inserted) !== records.length) throw new ConcurrentDuplicate();
     }
   }
 
