@@ -4,7 +4,7 @@ import tseslint from 'typescript-eslint';
 const adapters = ['**/store/**', '**/bus/**', '**/profiles/**', '**/outbox/**', '**/app.js'];
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'data/**', 'dist/**', 'web/dist/**', 'coverage/**'] },
+  { ignores: ['node_modules/**', 'scratch/**', 'data/**', 'dist/**', 'web/dist/**', 'coverage/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -130,7 +130,9 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     stack.push({ name: 'bus', stop: () => bus.stop() });
     const chat = new ChatService({ store, profiles, bus, clock: systemClock, maxContentChars: config.maxContentChars });
 
-    const relay = new OutboxRelay({ db, bus, metrics, logger: logger.child({ component: 'outbox' }) });
+    const relayDb = config.store.kind === 'postgres' ? new PgDatabase({ url: config.store.url, poolSize: 4, logger, synchronousCommit: false }) : db;
+    if (relayDb !== db) stack.push({ name: 'relay-database', stop: () => relayDb.close() });
+    const relay = new OutboxRelay({ db: relayDb, bus, metrics, logger });
     store.onOutboxWritten(() => relay.wake());
     await relay.start();
     stack.push({ name: 'outbox', stop: () => relay.stop() });

@@ -32,6 +32,13 @@ export type ChatEvent =
       receipt: { sessionId: string; readerEmail: string; upToSeq: number; status: 'seen' | 'delivered'; messageIds: string[] };
     }
   | {
+      /** The outcome of a send that failed where it was processed (another instance, via the send queue). */
+      type: 'error';
+      sessionId: string;
+      destinations: Destination[];
+      error: { code: string; status: number; title: string; detail: string; clientMessageId?: string; [extension: string]: unknown };
+    }
+  | {
       type: 'typing';
       sessionId: string;
       destinations: Destination[];

@@ -3,7 +3,7 @@
  * reads and writes through the ports, and transports (HTTP, STOMP) call it with the caller's
  * verified identity.
  */
-import { ChatError } from './chat-errors.js';
+import { CHAT_ERROR_CATALOGUE, ChatError } from './chat-errors.js';
 import { type ChatMessageView, type Destination, sessionTopic } from './chat-events.js';
 import type { BusEnvelope, Clock, EventBus, MessageRecord, MessageStore, Participant, ProfileDirectory, SessionRecord } from './ports.js';
 import { normalizeEmail, requireContent, requireEmail, requireIntent, requireSeq, requireUuid } from './validation.js';
@@ -88,14 +88,7 @@ export class ChatService {
   }
 
   async sendMessage(caller: Caller, input: SendMessageInput): Promise<{ message: ChatMessageView; created: boolean }> {
-    const sessionId = requireUuid('sessionId', input.sessionId);
-    const clientMessageId = requireUuid('clientMessageId', input.clientMessageId);
-    if (input.senderEmail !== undefined && input.senderEmail !== null) assertSameIdentity(caller, requireEmail('senderEmail', input.senderEmail), 'senderEmail');
-    const content = requireContent(input.content, this.deps.maxContentChars);
-    const session = await this.participantSession(caller, sessionId);
-    if (input.intent !== undefined && input.intent !== null && input.intent !== session.intent) {
-      throw new ChatError('INTENT_MISMATCH', `intent must be "${session.intent}" for this session`, { field: 'intent' });
-    }
+    const { session, sessionId, clientMessageId, content } = await this.validateSend(caller, input);
     const { me, peer } = sides(session, caller.email);
     const { message, created } = await this.deps.store.appendMessage({
       sessionId,
@@ -106,6 +99,49 @@ export class ChatService {
       toEvent: (stored) => messageEnvelope(session, me, peer, stored),
     });
     return { message: messageView(session, message), created };
+  }
+
+  /**
+   * The checks of sendMessage that need no write: shape, identity, participation. A send taken in
+   * through a durable queue is checked here first, so a bad one is refused at once, not later.
+   */
+  async checkSend(caller: Caller, input: SendMessageInput): Promise<void> {
+    await this.validateSend(caller, input);
+  }
+
+  private async validateSend(caller: Caller, input: SendMessageInput): Promise<{ session: SessionRecord; sessionId: string; clientMessageId: string; content: string }> {
+    const sessionId = requireUuid('sessionId', input.sessionId);
+    const clientMessageId = requireUuid('clientMessageId', input.clientMessageId);
+    if (input.senderEmail !== undefined && input.senderEmail !== null) assertSameIdentity(caller, requireEmail('senderEmail', input.senderEmail), 'senderEmail');
+    const content = requireContent(input.content, this.deps.maxContentChars);
+    const session = await this.participantSession(caller, sessionId);
+    if (input.intent !== undefined && input.intent !== null && input.intent !== session.intent) {
+      throw new ChatError('INTENT_MISMATCH', `intent must be "${session.intent}" for this session`, { field: 'intent' });
+    }
+    return { session, sessionId, clientMessageId, content };
+  }
+
+  /** The envelope that tells a sender about a send that failed after it was queued. */
+  sendFailedEnvelope(caller: Caller, input: SendMessageInput, err: ChatError): BusEnvelope {
+    const sessionId = typeof input.sessionId === 'string' ? input.sessionId : '';
+    const clientMessageId = typeof input.clientMessageId === 'string' ? input.clientMessageId : undefined;
+    return {
+      recipients: [caller.email],
+      event: {
+        type: 'error',
+        sessionId,
+        destinations: [{ user: caller.email, queue: 'error' }],
+        error: { ...(err.extra ?? {}), code: err.code, status: err.status, title: CHAT_ERROR_CATALOGUE[err.code].title, detail: err.message, ...(clientMessageId ? { clientMessageId } : {}) },
+      },
+    };
+  }
+
+  /** The envelope that acks a repeated send to its sender (a repeat writes no outbox event of its own). */
+  repeatAckEnvelope(caller: Caller, message: ChatMessageView): BusEnvelope {
+    return {
+      recipients: [caller.email],
+      event: { type: 'message', sessionId: message.sessionId, destinations: [{ user: caller.email, queue: 'ack' }], message },
+    };
   }
 
   async history(caller: Caller, sessionIdInput: unknown, page: { limit?: number; before?: number; after?: number }): Promise<HistoryPage> {

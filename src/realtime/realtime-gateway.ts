@@ -263,6 +263,8 @@ function bodyOf(event: ChatEvent): unknown {
       return event.receipt;
     case 'typing':
       return event.typing;
+    case 'error':
+      return event.error;
   }
 }
 
@@ -274,6 +276,10 @@ function headersOf(event: ChatEvent): Array<readonly [string, string]> {
   ];
   if (event.type === 'message') {
     headers.push(['seq', String(event.message.seq)], ['client-message-id', event.message.clientMessageId]);
+  }
+  if (event.type === 'error') {
+    headers.push(['error-code', event.error.code]);
+    if (event.error.clientMessageId) headers.push(['client-message-id', event.error.clientMessageId]);
   }
   return headers;
 }

@@ -9,6 +9,12 @@ export interface PgDatabaseOptions {
   /** Per-statement limit, so a black-holed server means errors, never hangs. */
   statementTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /**
+   * false for work whose commits may be lost in a crash without harm (the outbox relay's claims and
+   * marks: a lost claim expires, a lost mark means one more delivery, which at-least-once allows).
+   * Their commits then do not wait for a WAL flush, nor queue message commits behind theirs.
+   */
+  synchronousCommit?: boolean;
 }
 
 /** PostgreSQL through a node-postgres pool. */
@@ -30,6 +36,7 @@ export class PgDatabase implements SqlDatabase {
       idleTimeoutMillis: 30_000,
       keepAlive: true,
       application_name: 'chat-service',
+      ...(options.synchronousCommit === false ? { options: '-c synchronous_commit=off' } : {}),
     });
     // Without a listener, an idle client whose backend dies emits 'error' and crashes the process.
     this.pool.on('error', (err) => options.logger.warn({ err }, 'idle PostgreSQL client failed'));
