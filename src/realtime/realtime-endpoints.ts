@@ -152,9 +152,24 @@ export class RealtimeEndpoints {
   }
 
   private acceptWebSocket(ws: WebSocket): void {
+    // A relay batch fans out many frames to one connection within one turn of the event loop (one
+    // bus delivery per callback): corking until setImmediate turns them into one write system call
+    // instead of one each. process.nextTick would uncork after every single callback.
+    const socket = (ws as unknown as { _socket?: Duplex })._socket;
+    let corked = false;
     const conn = new StompConnection(
       {
-        send: (data) => ws.send(data, { binary: false }),
+        send: (data) => {
+          if (socket && !corked) {
+            corked = true;
+            socket.cork();
+            setImmediate(() => {
+              corked = false;
+              socket.uncork();
+            });
+          }
+          ws.send(data, { binary: false });
+        },
         bufferedBytes: () => ws.bufferedAmount,
         close: () => ws.close(1000),
       },

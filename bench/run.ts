@@ -1,0 +1,240 @@
+/**
+ * `npm run bench`: throughput, send→deliver latency and memory per idle connection, measured over
+ * real STOMP connections against the real service running as separate processes.
+ *
+ * Defaults to PostgreSQL + RabbitMQ on this machine when they answer (2 instances: senders on one,
+ * receivers on the other, so every message crosses the broker); `BENCH_STORE=pglite` measures the
+ * embedded default. Knobs (env): BENCH_PAIRS, BENCH_SECONDS, BENCH_WINDOW, BENCH_RATE, BENCH_IDLE,
+ * BENCH_INSTANCES. Prints figures; asserts nothing.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import net from 'node:net';
+import { SignJWT } from 'jose';
+import { startServiceProcess, type ServiceProcess } from '../test/support/service-process.js';
+import { createTestDatabase, type TestDatabase } from '../test/support/test-database.js';
+import { header } from '../src/realtime/stomp/stomp-frame.js';
+import { LoadClient } from './stomp-load-client.js';
+
+const env = process.env;
+const PAIRS = Number(env.BENCH_PAIRS ?? 200);
+const SECONDS = Number(env.BENCH_SECONDS ?? 15);
+const WINDOW = Number(env.BENCH_WINDOW ?? 8);
+const IDLE = Number(env.BENCH_IDLE ?? 2000);
+const PG_URL = env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const AMQP_URL = env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+
+const reachable = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const s = net.connect({ host: '127.0.0.1', port });
+    s.setTimeout(1000);
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => resolve(false));
+    s.once('timeout', () => (s.destroy(), resolve(false)));
+  });
+
+function percentile(sorted: number[], q: number): number {
+  return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+function rssOf(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
+}
+
+const fmt = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : '-');
+
+async function main(): Promise<void> {
+  const usePostgres = env.BENCH_STORE !== 'pglite' && (await reachable(5432));
+  const useRabbit = usePostgres && env.BENCH_BUS !== 'memory' && (await reachable(5672));
+  const instances = Number(env.BENCH_INSTANCES ?? (useRabbit ? 2 : 1));
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const sign = (email: string) => new SignJWT({ email }).setProtectedHeader({ alg: 'ES256' }).setExpirationTime('2h').sign(privateKey);
+
+  let database: TestDatabase | undefined;
+  let dataDir: string | undefined;
+  const servers: ServiceProcess[] = [];
+  try {
+    const baseEnv: Record<string, string> = {
+      JWT_PUBLIC_KEY: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+      LOG_LEVEL: 'info',
+      ALLOWED_ORIGINS: '*',
+    };
+    if (usePostgres) {
+      database = await createTestDatabase(PG_URL);
+      baseEnv.DATABASE_URL = database.url;
+      baseEnv.DATABASE_POOL_SIZE = '16';
+    } else {
+      dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-bench-'));
+      baseEnv.DATA_DIR = dataDir;
+    }
+    if (useRabbit) baseEnv.AMQP_URL = AMQP_URL;
+    for (let i = 0; i < instances; i++) servers.push(await startServiceProcess({ ...baseEnv, INSTANCE_ID: `bench-${i}-${randomUUID().slice(0, 6)}` }));
+    const senderServer = servers[0]!;
+    const receiverServer = servers[servers.length - 1]!;
+    const wsUrl = (s: ServiceProcess) => `${s.url.replace(/^http/, 'ws')}/ws`;
+
+    console.log(`\nchat-service benchmark — ${os.cpus().length} cores (${os.cpus()[0]?.model.trim()}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`);
+    console.log(`store: ${usePostgres ? 'PostgreSQL' : 'PGlite'}, bus: ${useRabbit ? 'RabbitMQ' : 'in-process'}, instances: ${instances}, pairs: ${PAIRS}, window: ${WINDOW}/sender, ${SECONDS}s per phase\n`);
+
+    // Memory per idle connection, first, while the heap is still small and quiet.
+    const rssBefore = rssOf(receiverServer.child.pid!);
+    const idleToken = await sign('idle@bench.example');
+    const idle: LoadClient[] = [];
+    for (let i = 0; i < IDLE; i += 100) {
+      idle.push(...(await Promise.all(Array.from({ length: Math.min(100, IDLE - i) }, async () => {
+        const c = await LoadClient.connect(wsUrl(receiverServer), idleToken);
+        await c.subscribe('/user/queue/messages', () => undefined);
+        return c;
+      }))));
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+    const rssAfter = rssOf(receiverServer.child.pid!);
+    idle.forEach((c) => c.close());
+
+    // Sessions and connections.
+    const pairs = await Promise.all(
+      Array.from({ length: PAIRS }, async (_, i) => {
+        const alice = `alice${i}@bench.example`;
+        const bob = `bob${i}@bench.example`;
+        const [aliceToken, bobToken] = await Promise.all([sign(alice), sign(bob)]);
+        const res = await fetch(`${senderServer.url}/api/chat/init`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${aliceToken}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ toEmail: bob, intent: 'bench' }),
+        });
+        const { sessionId } = (await res.json()) as { sessionId: string };
+        return { aliceToken, bobToken, sessionId };
+      }),
+    );
+
+    const sentAt = new Map<string, number>();
+    const deliverLatency: number[] = [];
+    const ackLatency: number[] = [];
+    let acked = 0;
+    let delivered = 0;
+    let measuring = false;
+    let rateLimited = false;
+    const senders = await Promise.all(
+      pairs.map(async (p) => {
+        const [alice, bob] = await Promise.all([LoadClient.connect(wsUrl(senderServer), p.aliceToken), LoadClient.connect(wsUrl(receiverServer), p.bobToken)]);
+        await bob.subscribe('/user/queue/messages', (frame) => {
+          const id = header(frame, 'client-message-id') ?? '';
+          const t0 = sentAt.get(id);
+          if (t0 !== undefined && measuring) {
+            deliverLatency.push(performance.now() - t0);
+            delivered++;
+          }
+        });
+        let inFlight = 0;
+        let active = false;
+        const sendOne = (): void => {
+          const clientMessageId = randomUUID();
+          sentAt.set(clientMessageId, performance.now());
+          inFlight++;
+          alice.send('/app/chat.send', { sessionId: p.sessionId, content: `bench message ${clientMessageId.slice(0, 8)}`, clientMessageId });
+        };
+        await alice.subscribe('/user/queue/ack', (frame) => {
+          const id = header(frame, 'client-message-id') ?? '';
+          const t0 = sentAt.get(id);
+          inFlight--;
+          if (t0 !== undefined && measuring) {
+            ackLatency.push(performance.now() - t0);
+            acked++;
+          }
+          if (active && !rateLimited) while (inFlight < WINDOW) sendOne();
+        });
+        return {
+          alice,
+          bob,
+          start() {
+            active = true;
+            while (inFlight < WINDOW) sendOne();
+          },
+          stop() {
+            active = false;
+          },
+          sendOne,
+          get inFlight() {
+            return inFlight;
+          },
+        };
+      }),
+    );
+    const settle = async () => {
+      const deadline = Date.now() + 30_000;
+      while (senders.some((s) => s.inFlight > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    };
+
+    // Phase 1: closed-loop throughput (each sender keeps WINDOW sends in flight).
+    senders.forEach((s) => s.start());
+    await new Promise((r) => setTimeout(r, 2000)); // warm-up: JIT, pools, caches
+    measuring = true;
+    const t1 = performance.now();
+    await new Promise((r) => setTimeout(r, SECONDS * 1000));
+    const elapsed1 = (performance.now() - t1) / 1000;
+    measuring = false;
+    senders.forEach((s) => s.stop());
+    const throughput = { acked: acked / elapsed1, delivered: delivered / elapsed1, deliver: [...deliverLatency].sort((a, b) => a - b), ack: [...ackLatency].sort((a, b) => a - b) };
+    await settle();
+
+    // Phase 2: open loop at a fixed rate (default: 60% of the measured ceiling), latency at that load.
+    const rate = Number(env.BENCH_RATE ?? Math.max(100, Math.round(throughput.acked * 0.6 / 100) * 100));
+    deliverLatency.length = 0;
+    ackLatency.length = 0;
+    acked = 0;
+    delivered = 0;
+    rateLimited = true;
+    measuring = true;
+    const t2 = performance.now();
+    let sent2 = 0;
+    await new Promise<void>((resolve) => {
+      const tickMs = 10;
+      const timer = setInterval(() => {
+        const due = Math.floor(((performance.now() - t2) / 1000) * rate) - sent2;
+        for (let k = 0; k < due; k++) senders[(sent2 + k) % senders.length]!.sendOne();
+        sent2 += Math.max(0, due);
+        if (performance.now() - t2 >= SECONDS * 1000) {
+          clearInterval(timer);
+          resolve();
+        }
+      }, tickMs);
+    });
+    await settle();
+    const elapsed2 = (performance.now() - t2) / 1000;
+    measuring = false;
+    const fixed = { sent: sent2 / elapsed2, deliver: [...deliverLatency].sort((a, b) => a - b), lost: sent2 - delivered };
+
+    if (env.BENCH_DEBUG) {
+      const metrics = await (await fetch(`${senderServer.url}/metrics`)).text();
+      console.log(metrics.split('\n').filter((l) => /^chat_(outbox_publish_lag|outbox_published|messages_sent)/.test(l)).join('\n'));
+    }
+
+    senders.forEach((s) => (s.alice.close(), s.bob.close()));
+
+    console.log('| phase | figure |');
+    console.log('|---|---|');
+    console.log(`| closed loop, ${PAIRS} senders × ${WINDOW} in flight | **${fmt(throughput.acked, 0)} msg/s acked**, ${fmt(throughput.delivered, 0)} msg/s delivered |`);
+    console.log(`| closed loop: send→deliver latency | p50 ${fmt(percentile(throughput.deliver, 0.5))} ms, p95 ${fmt(percentile(throughput.deliver, 0.95))} ms, p99 ${fmt(percentile(throughput.deliver, 0.99))} ms |`);
+    console.log(`| closed loop: send→ack latency | p50 ${fmt(percentile(throughput.ack, 0.5))} ms, p99 ${fmt(percentile(throughput.ack, 0.99))} ms |`);
+    console.log(`| open loop at ${rate} msg/s (sent ${fmt(fixed.sent, 0)}/s) | send→deliver p50 ${fmt(percentile(fixed.deliver, 0.5))} ms, p95 ${fmt(percentile(fixed.deliver, 0.95))} ms, p99 ${fmt(percentile(fixed.deliver, 0.99))} ms; undelivered at end: ${fixed.lost} |`);
+    console.log(`| ${IDLE} idle STOMP connections | ${fmt((rssAfter - rssBefore) / IDLE / 1024, 1)} KiB RSS per connection (${fmt(rssBefore / 2 ** 20, 0)} → ${fmt(rssAfter / 2 ** 20, 0)} MiB) |`);
+  } finally {
+    for (const s of servers) {
+      s.child.kill('SIGTERM');
+      await s.exited;
+    }
+    await database?.drop().catch(() => undefined);
+    if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
