@@ -55,6 +55,7 @@ export class RealtimeEndpoints {
     this.stompOptions = {
       ...DEFAULT_STOMP_OPTIONS,
       ...options.stomp,
+      onInternalError: (err) => options.logger.error({ err }, 'STOMP frame handling failed'),
       stats: {
         frameIn: (command) => options.metrics.stompFrames.inc({ direction: 'in', command }),
         frameOut: (command) => options.metrics.stompFrames.inc({ direction: 'out', command }),

@@ -74,6 +74,8 @@ export interface StompConnectionOptions {
   maxPendingAcks: number;
   /** Counts frames for metrics. */
   stats?: { frameIn(command: string): void; frameOut(command: string): void };
+  /** Told about failures that are our bug, not the client's (the client only sees "internal error"). */
+  onInternalError?: (err: unknown) => void;
 }
 
 export const DEFAULT_STOMP_OPTIONS: StompConnectionOptions = {
@@ -176,7 +178,7 @@ export class StompConnection {
   /** Sends an ERROR frame and closes: the end of a connection, as STOMP requires after ERROR. */
   fail(code: string, message: string, receipt?: string, cause?: unknown): void {
     if (this.state === 'closed') return;
-    void cause;
+    if (code === 'INTERNAL') this.options.onInternalError?.(cause);
     const headers: Array<readonly [string, string]> = [
       ['message', `${code}: ${message}`],
       ['content-type', 'application/json'],
@@ -271,7 +273,7 @@ export class StompConnection {
     try {
       await this.handler.connected(this);
     } catch (err) {
-      this.fail(err instanceof ChatError ? err.code : 'INTERNAL', err instanceof ChatError ? err.message : 'could not register the connection', receipt);
+      this.fail(err instanceof ChatError ? err.code : 'INTERNAL', err instanceof ChatError ? err.message : 'could not register the connection', receipt, err);
       return;
     }
     if (!this.isOpen) return;
