@@ -83,7 +83,11 @@ export class RealtimeGateway implements StompHandler {
   async connected(conn: StompConnection): Promise<void> {
     const email = conn.principal!.email;
     // Interest first: once CONNECTED is written, every event for this user must reach us.
-    await this.deps.bus.addInterest(email);
+    try {
+      await this.deps.bus.addInterest(email);
+    } catch (err) {
+      throw new ChatError('BUS_UNAVAILABLE', 'real-time delivery is unavailable right now; reconnect shortly', undefined, { cause: err });
+    }
     if (!conn.isOpen) {
       this.deps.bus.removeInterest(email);
       return;
