@@ -15,6 +15,7 @@ import type { TokenVerifier, VerifiedCaller } from '../auth/token-verifier.js';
 import type { DevTokenIssuer } from '../auth/dev-token-issuer.js';
 import type { Metrics } from '../observability/metrics.js';
 import { sendProblem, toChatError } from './problem-details.js';
+import webPage from './web-page.js';
 import {
   ChatMessageBody,
   DevTokenBody,
@@ -159,5 +160,6 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
     reply.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics()),
   );
 
+  void app.register(webPage);
   return app as unknown as FastifyInstance;
 }
