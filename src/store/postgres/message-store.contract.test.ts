@@ -17,7 +17,7 @@ describeMessageStoreContract('PGlite', async () => {
   const db = await PgliteDatabase.open(undefined);
   await migrate({ kind: 'pglite', db }, logger);
   return { store: new PostgresMessageStore(db), outbox: readOutbox(db), close: () => db.close() };
-});
+}, { multiInstance: false });
 
 describe.skipIf(!infra.postgresUrl)('on PostgreSQL', () => {
   describeMessageStoreContract('PostgreSQL', async () => {
@@ -34,5 +34,5 @@ describe.skipIf(!infra.postgresUrl)('on PostgreSQL', () => {
         await database.drop();
       },
     };
-  });
+  }, { multiInstance: true });
 });
