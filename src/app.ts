@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { BusConfig, Config, StoreConfig } from './config/config.js';
 import { ChatService } from './chat/chat-service.js';
 import { systemClock, type EventBus, type ProfileDirectory } from './chat/ports.js';
-import { PgDatabase } from './store/postgres/pg-database.js';
+import { PgDatabase, type PgDatabaseOptions } from './store/postgres/pg-database.js';
 import { PgliteDatabase } from './store/postgres/pglite-database.js';
 import { migrate } from './store/postgres/migrator.js';
 import { PostgresMessageStore } from './store/postgres/postgres-message-store.js';
@@ -21,11 +21,12 @@ import { DEV_AUDIENCE, DEV_ISSUER, DevTokenIssuer } from './auth/dev-token-issue
 import { Metrics } from './observability/metrics.js';
 import { buildHttpServer } from './http/http-server.js';
 import { MemoryEventBus } from './bus/memory-event-bus.js';
-import { RabbitMqEventBus } from './bus/rabbitmq-event-bus.js';
+import { RabbitMqEventBus, type RabbitMqEventBusOptions } from './bus/rabbitmq-event-bus.js';
+import { type IngressChat, RabbitMqSendIngress, type RabbitMqSendIngressOptions } from './bus/rabbitmq-send-ingress.js';
 import { RealtimeGateway } from './realtime/realtime-gateway.js';
 import { RealtimeEndpoints } from './realtime/realtime-endpoints.js';
 import type { StompConnectionOptions } from './realtime/stomp/stomp-connection.js';
-import { OutboxRelay, outboxCounts } from './outbox/outbox-relay.js';
+import { OutboxRelay, type OutboxRelayOptions, outboxCounts } from './outbox/outbox-relay.js';
 
 export interface App {
   readonly config: Config;
@@ -41,7 +42,7 @@ export function assertNever(value: never): never {
   throw new Error(`unexpected variant: ${JSON.stringify(value)}`);
 }
 
-async function openDatabase(store: StoreConfig, logger: Logger): Promise<SqlDatabase> {
+async function openDatabase(store: StoreConfig, logger: Logger, tuning: AppOptions['database']): Promise<SqlDatabase> {
   switch (store.kind) {
     case 'pglite': {
       const db = await PgliteDatabase.open(store.dataDir || undefined);
@@ -50,19 +51,19 @@ async function openDatabase(store: StoreConfig, logger: Logger): Promise<SqlData
     }
     case 'postgres': {
       await migrate({ kind: 'postgres', url: store.url }, logger);
-      return new PgDatabase({ url: store.url, poolSize: store.poolSize, logger: logger.child({ component: 'postgres' }) });
+      return new PgDatabase({ ...tuning, url: store.url, poolSize: store.poolSize, logger: logger.child({ component: 'postgres' }) });
     }
     default:
       return assertNever(store);
   }
 }
 
-function buildBus(bus: BusConfig, config: Config, logger: Logger): EventBus {
+function buildBus(bus: BusConfig, config: Config, logger: Logger, tuning: AppOptions['bus']): EventBus {
   switch (bus.kind) {
     case 'memory':
       return new MemoryEventBus({ logger: logger.child({ component: 'bus' }) });
     case 'rabbitmq':
-      return new RabbitMqEventBus({ url: bus.url, instanceId: config.instanceId, logger: logger.child({ component: 'bus' }) });
+      return new RabbitMqEventBus({ ...tuning, url: bus.url, instanceId: config.instanceId, logger: logger.child({ component: 'bus' }) });
     default:
       return assertNever(bus);
   }
@@ -100,6 +101,23 @@ export interface AppOptions {
   metrics?: Metrics;
   /** STOMP tuning for tests (heart-beats, connect timeout, limits). */
   stomp?: Partial<StompConnectionOptions>;
+  /** PostgreSQL timeouts for tests (statement, connect, LISTEN liveness check). */
+  database?: Pick<PgDatabaseOptions, 'statementTimeoutMs' | 'connectTimeoutMs' | 'listenCheckIntervalMs'>;
+  /** RabbitMQ event bus tuning for tests (heart-beat, timeouts). */
+  bus?: Partial<Omit<RabbitMqEventBusOptions, 'url' | 'instanceId' | 'logger'>>;
+  /** Send queue options for tests: their own queue names (never the shared chat.send.queue), timings. */
+  ingress?: Partial<Omit<RabbitMqSendIngressOptions, 'url' | 'instanceId' | 'logger'>>;
+  /** Outbox relay tuning for tests (lease, backoff, retries). */
+  outbox?: Partial<OutboxRelayOptions>;
+  /**
+   * Fault injection for tests: wraps what the relay publishes through, and what the send-queue
+   * consumer stores through, so a test can stop a process at an exact point (after a confirm,
+   * after a commit) or make a send fail. Never set in production.
+   */
+  faults?: {
+    relayBus?: (bus: EventBus) => EventBus;
+    ingressChat?: (chat: IngressChat) => IngressChat;
+  };
 }
 
 export async function createApp(config: Config, logger: Logger, options: AppOptions = {}): Promise<App> {
@@ -117,7 +135,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
 
   try {
     const metrics = options.metrics ?? new Metrics();
-    const db = await openDatabase(config.store, logger);
+    const db = await openDatabase(config.store, logger, options.database);
     stack.push({ name: 'database', stop: () => db.close() });
     const store = new PostgresMessageStore(db);
     metrics.outboxCounts = () => outboxCounts(db);
@@ -125,19 +143,38 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     const devIssuer = config.auth.kind === 'dev' ? DevTokenIssuer.open(config.store.kind === 'pglite' && !config.store.dataDir ? undefined : config.dataDir) : undefined;
     const verifier = buildVerifier(config, devIssuer);
     const profiles = buildProfiles(config, db, logger, metrics);
-    const bus = buildBus(config.bus, config, logger);
+    const bus = buildBus(config.bus, config, logger, options.bus);
     await bus.start();
     stack.push({ name: 'bus', stop: () => bus.stop() });
     const chat = new ChatService({ store, profiles, bus, clock: systemClock, maxContentChars: config.maxContentChars });
 
-    const relayDb = config.store.kind === 'postgres' ? new PgDatabase({ url: config.store.url, poolSize: 4, logger, synchronousCommit: false }) : db;
+    const relayDb =
+      config.store.kind === 'postgres' ? new PgDatabase({ ...options.database, url: config.store.url, poolSize: 4, logger, synchronousCommit: false }) : db;
     if (relayDb !== db) stack.push({ name: 'relay-database', stop: () => relayDb.close() });
-    const relay = new OutboxRelay({ db: relayDb, bus, metrics, logger });
+    const relay = new OutboxRelay({ db: relayDb, bus: options.faults?.relayBus?.(bus) ?? bus, metrics, logger, options: options.outbox });
     store.onOutboxWritten(() => relay.wake());
     await relay.start();
     stack.push({ name: 'outbox', stop: () => relay.stop() });
 
-    const gateway = new RealtimeGateway({ chat, bus, verifier, metrics, logger: logger.child({ component: 'realtime' }) });
+    // With RabbitMQ, STOMP sends go through the durable send queue (DESIGN §6.3); any instance stores them.
+    const ingress =
+      config.bus.kind === 'rabbitmq'
+        ? new RabbitMqSendIngress({
+            ...options.ingress,
+            url: config.bus.url,
+            instanceId: config.instanceId,
+            chat: options.faults?.ingressChat?.(chat) ?? chat,
+            bus,
+            metrics,
+            logger: logger.child({ component: 'send-ingress' }),
+          })
+        : undefined;
+    if (ingress) {
+      await ingress.start();
+      stack.push({ name: 'send-ingress', stop: () => ingress.stop() });
+    }
+
+    const gateway = new RealtimeGateway({ chat, bus, verifier, metrics, logger: logger.child({ component: 'realtime' }), ingress });
     const realtime = new RealtimeEndpoints({
       handler: gateway,
       logger: logger.child({ component: 'realtime' }),
@@ -160,6 +197,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
           () => 'down' as const,
         ),
         bus: bus.isHealthy() ? 'up' : 'down',
+        ...(ingress ? { sendQueue: ingress.isHealthy() ? ('up' as const) : ('down' as const) } : {}),
       }),
     });
     http.server.on('upgrade', (req, socket, head) => realtime.handleUpgrade(req, socket, head));

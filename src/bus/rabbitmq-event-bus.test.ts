@@ -252,14 +252,63 @@ describe.skipIf(!rabbitmqUrl)('RabbitMqEventBus', () => {
     expect(inbox.size).toBe(1);
   });
 
+  it('delivers the events routed to it while its connection was down, once it is back', async () => {
+    const proxy = await openProxy();
+    const publisher = newBus();
+    const bus = newBus({ url: proxy.url });
+    const inbox = inboxOf(bus);
+    await Promise.all([publisher.start(), bus.start()]);
+    const alice = newUser();
+    await bus.addInterest(alice);
+    await untilDelivered(publisher, inbox, alice);
+
+    proxy.cut();
+    // Published before the bus can have reconnected (its first retry waits 200 ms): the queue and
+    // its bindings outlive the connection, so these wait in the queue instead of being dropped.
+    const whileDown = Array.from({ length: 5 }, () => envelopeFor(alice));
+    for (const envelope of whileDown) await publisher.publish(envelope);
+    expect(proxy.accepted).toBe(1);
+
+    await expect.poll(() => whileDown.every((e) => inbox.has(e.event.sessionId)), { timeout: 20_000 }).toBe(true);
+    expect(proxy.accepted).toBeGreaterThanOrEqual(2);
+  });
+
+  it('does not keep a binding for a user who left while the connection was down', async () => {
+    const proxy = await openProxy();
+    const publisher = newBus();
+    const bus = newBus({ url: proxy.url, lingerMs: 50 });
+    const inbox = inboxOf(bus);
+    await Promise.all([publisher.start(), bus.start()]);
+    const [alice, bob] = [newUser(), newUser()];
+    await bus.addInterest(alice);
+    await bus.addInterest(bob);
+    bus.removeInterest(bob);
+    proxy.cut(); // bob's linger ends while the bus is reconnecting
+    await expect.poll(() => proxy.accepted, { timeout: 20_000 }).toBeGreaterThanOrEqual(2);
+    await expect.poll(() => bus.isHealthy(), { timeout: 20_000 }).toBe(true);
+
+    await vi.waitFor(
+      async () => {
+        const forBob = envelopeFor(bob);
+        const forAlice = envelopeFor(alice);
+        await publisher.publish(forBob);
+        await publisher.publish(forAlice);
+        // One queue, published in order: once alice's event is in, bob's would be too.
+        await expect.poll(() => inbox.has(forAlice.event.sessionId), { timeout: 500, interval: 10 }).toBe(true);
+        expect(inbox.has(forBob.event.sessionId)).toBe(false);
+      },
+      { timeout: 10_000, interval: 100 },
+    );
+  });
+
   it('deletes its queue on stop', async () => {
     const bus = newBus();
     await bus.start();
     const raw = new Connection(rabbitmqUrl);
     raw.on('error', () => undefined);
     cleanups.push(() => raw.close());
-    // While the bus runs, its exclusive queue exists and is locked to its connection.
-    await expect(raw.queueDeclare({ queue: bus.queueName, passive: true })).rejects.toMatchObject({ code: 'RESOURCE_LOCKED' });
+    // While the bus runs, its queue exists, consumed by the bus alone.
+    expect(await raw.queueDeclare({ queue: bus.queueName, passive: true })).toMatchObject({ consumerCount: 1 });
 
     await bus.stop();
     await expect(raw.queueDeclare({ queue: bus.queueName, passive: true })).rejects.toMatchObject({ code: 'NOT_FOUND' });

@@ -1,11 +1,11 @@
 /**
- * EventBus over RabbitMQ (DESIGN.md §6.3): one topic exchange, one routing key per user, one
- * exclusive queue per instance bound to the users connected to that instance.
+ * EventBus over RabbitMQ (DESIGN.md §6.3): one topic exchange, one routing key per user, one queue
+ * per instance bound to the users connected to that instance.
  *
  * Lifecycle: construct (no I/O) → `start()` opens the connection, declares the instance queue with
  * the bindings of every user already interested and waits until it consumes (rejects after
- * `startTimeoutMs`, releasing everything) → `stop()` cancels the consumer and closes the publisher
- * channel and the connection, which deletes the exclusive queue; idempotent, bounded by
+ * `startTimeoutMs`, releasing everything) → `stop()` cancels the consumer, deletes the instance
+ * queue and closes the publisher channel and the connection; idempotent, bounded by
  * `closeTimeoutMs`, after which the socket is destroyed.
  *
  * Concurrency and invariants:
@@ -21,15 +21,25 @@
  *   connections flap do not churn bindings; interest regained during the linger cancels the unbind.
  *   The user leaves `interests` before the unbind is sent, and a later bind for that user waits for
  *   the unbind to settle, so the two can never be reordered into "unbound while interested".
- * - The queue is exclusive, so it dies with the connection. rabbitmq-client reconnects and re-runs
- *   the consumer setup, which reads `queueBindings` from a getter over `interests`: the new queue is
+ * - The instance queue outlives a lost connection: it is not exclusive but expires
+ *   (`x-expires: queueExpiresMs`) once nobody has consumed from it for that long. So while the
+ *   connection is cut or black-holed (until the heart-beat notices), events for this instance's
+ *   users keep being routed to it and queued, and are delivered late rather than lost when the
+ *   consumer is back; deliveries that were in flight come again (clients de-duplicate by seq). An
+ *   outage longer than the expiry, or a broker restart, loses the queue: clients then recover from
+ *   history (§6.4). Its name carries a random suffix, so two processes never share one, and the
+ *   queue is deleted on stop (after a crash it expires). `x-max-length` bounds what an unconsumed
+ *   queue holds (oldest dropped first).
+ * - rabbitmq-client reconnects and re-runs the consumer setup, which re-declares the queue (creating
+ *   it again if it expired) and reads `queueBindings` from a getter over `interests`: the queue is
  *   bound to every user interested at that moment before consuming starts. A bind racing with that
- *   setup waits for the consumer's next `ready` and binds again (bindings are idempotent). Events
- *   published while the queue did not exist are lost; clients recover them from history (§6.4).
+ *   setup waits for the consumer's next `ready` and binds again (bindings are idempotent). An unbind
+ *   that failed while disconnected is retried after the next `ready`, since the queue, and the
+ *   binding, survived.
  * - Malformed messages are logged and dropped (nack without requeue): requeueing would redeliver them
  *   for ever. Handlers run synchronously in the consumer callback and the message is acked after.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Connection, ConsumerStatus } from 'rabbitmq-client';
 import type { AsyncMessage, Consumer, Publisher } from 'rabbitmq-client';
 import type { BusEnvelope, BusHandler, EventBus } from '../chat/ports.js';
@@ -39,8 +49,12 @@ import { normaliseUserEmail, userRoutingKey } from './user-routing-key.js';
 export interface RabbitMqEventBusOptions {
   /** amqp:// or amqps:// URL of the broker. */
   url: string;
-  /** Names the queue and the connection `chat.instance.{instanceId}`; default a random UUID. */
+  /** Names the queue and the connection `chat.instance.{instanceId}.{random}`; default a random UUID. */
   instanceId?: string;
+  /** How long the instance queue survives without a consumer (a lost connection, a crash). Default 60 s. */
+  queueExpiresMs?: number;
+  /** Messages the instance queue holds at most while nobody consumes it (oldest dropped). Default 100,000. */
+  maxQueueLength?: number;
   /** Topic exchange; declared (durable) unless it is a predeclared `amq.*` one. */
   exchange?: string;
   routingKeyPrefix?: string;
@@ -57,6 +71,10 @@ export interface RabbitMqEventBusOptions {
   closeTimeoutMs?: number;
   /** Unacknowledged deliveries the broker may push ahead of the handlers. */
   prefetch?: number;
+  /** AMQP heart-beat in seconds: a silent (black-holed) broker is noticed after about twice this. Default 10. */
+  heartbeatSec?: number;
+  /** TCP + AMQP handshake limit per connection attempt. Default 5 s. */
+  connectionTimeoutMs?: number;
 }
 
 interface Interest {
@@ -84,12 +102,18 @@ export class RabbitMqEventBus implements EventBus {
   private readonly startTimeoutMs: number;
   private readonly closeTimeoutMs: number;
   private readonly prefetch: number;
+  private readonly heartbeatSec: number;
+  private readonly connectionTimeoutMs: number;
+  private readonly queueExpiresMs: number;
+  private readonly maxQueueLength: number;
   private readonly log: BusLogger;
 
   private readonly handlers: BusHandler[] = [];
   /** By routing key; a user is bound (or being bound) while present, lingering included. */
   private readonly interests = new Map<string, Interest>();
   private readonly pendingUnbinds = new Map<string, Promise<void>>();
+  /** Unbinds that failed while disconnected; the queue survives, so they are retried once ready. */
+  private readonly staleBindings = new Set<string>();
   /** Waiters for the consumer's next `ready`; rejected by stop. */
   private readyWaiters = new Set<{ resolve: () => void; reject: (err: Error) => void }>();
 
@@ -104,7 +128,7 @@ export class RabbitMqEventBus implements EventBus {
 
   constructor(options: RabbitMqEventBusOptions) {
     this.url = options.url;
-    this.queueName = `chat.instance.${options.instanceId ?? randomUUID()}`;
+    this.queueName = options.instanceId ? `chat.instance.${options.instanceId}.${randomBytes(3).toString('hex')}` : `chat.instance.${randomUUID()}`;
     this.exchange = options.exchange ?? 'amq.topic';
     this.routingKeyPrefix = options.routingKeyPrefix ?? 'user';
     this.lingerMs = options.lingerMs ?? 30_000;
@@ -113,6 +137,10 @@ export class RabbitMqEventBus implements EventBus {
     this.startTimeoutMs = options.startTimeoutMs ?? 15_000;
     this.closeTimeoutMs = options.closeTimeoutMs ?? 5_000;
     this.prefetch = options.prefetch ?? 1_000;
+    this.heartbeatSec = options.heartbeatSec ?? 10;
+    this.connectionTimeoutMs = options.connectionTimeoutMs ?? 5_000;
+    this.queueExpiresMs = options.queueExpiresMs ?? 60_000;
+    this.maxQueueLength = options.maxQueueLength ?? 100_000;
     this.log = options.logger ?? silentBusLogger;
   }
 
@@ -217,8 +245,8 @@ export class RabbitMqEventBus implements EventBus {
       // too long in a chat; reconnect fast and notice a dead peer within ~20 s.
       retryLow: 200,
       retryHigh: 5_000,
-      heartbeat: 10,
-      connectionTimeout: 5_000,
+      heartbeat: this.heartbeatSec,
+      connectionTimeout: this.connectionTimeoutMs,
       acquireTimeout: 10_000,
     });
     this.connection = connection;
@@ -247,7 +275,14 @@ export class RabbitMqEventBus implements EventBus {
     const consumer = connection.createConsumer(
       {
         queue: this.queueName,
-        queueOptions: { exclusive: true, autoDelete: true, durable: false },
+        // Not exclusive and not auto-delete: the queue, its bindings and what is routed to it must
+        // survive a lost connection. x-expires removes it once nobody consumes it.
+        queueOptions: {
+          exclusive: false,
+          autoDelete: false,
+          durable: false,
+          arguments: { 'x-expires': this.queueExpiresMs, 'x-max-length': this.maxQueueLength, 'x-overflow': 'drop-head' },
+        },
         exchanges: declareExchange,
         // Read on every (re)setup, after the queue is declared: the fresh queue gets the bindings of
         // the users interested now, not of those interested when the bus started.
@@ -263,6 +298,7 @@ export class RabbitMqEventBus implements EventBus {
     consumer.on('ready', () => {
       this.consumerReady = true;
       this.log.debug({ queue: this.queueName, bindings: this.interests.size }, 'rabbitmq consumer ready');
+      this.retryStaleUnbinds();
       const waiters = this.readyWaiters;
       this.readyWaiters = new Set();
       for (const waiter of waiters) waiter.resolve();
@@ -287,9 +323,11 @@ export class RabbitMqEventBus implements EventBus {
     if (!connection) return;
     const graceful = connection.ready
       ? (async () => {
-          // Consumer first, so no delivery is half-handled when its channel goes; the connection
-          // last, since it waits for its channels.
+          // Consumer first, so no delivery is half-handled when its channel goes; then the queue,
+          // which would otherwise wait for its expiry; the connection last, since it waits for its
+          // channels.
           await consumer?.close();
+          await connection.queueDelete({ queue: this.queueName }).catch((err: unknown) => this.log.warn({ err, queue: this.queueName }, 'rabbitmq queue delete failed; it expires'));
           await publisher?.close();
           await connection.close();
         })()
@@ -357,13 +395,34 @@ export class RabbitMqEventBus implements EventBus {
     const unbind = connection
       .queueUnbind({ queue: this.queueName, exchange: this.exchange, routingKey: key })
       .catch((err: unknown) => {
-        // While disconnected the queue is gone together with the binding: nothing to undo.
         if (connection.ready) this.log.warn({ err, routingKey: key }, 'rabbitmq unbind failed');
+        // The queue outlives the connection, and so does the binding: undo it once reconnected.
+        else this.staleBindings.add(key);
       })
       .finally(() => {
         if (this.pendingUnbinds.get(key) === unbind) this.pendingUnbinds.delete(key);
       });
     this.pendingUnbinds.set(key, unbind);
+  }
+
+  /** Removes bindings whose unbind failed while disconnected, unless their user is interested again. */
+  private retryStaleUnbinds(): void {
+    const connection = this.connection;
+    if (!connection || this.stopping) return;
+    for (const key of [...this.staleBindings]) {
+      this.staleBindings.delete(key);
+      if (this.interests.has(key) || this.pendingUnbinds.has(key)) continue;
+      const unbind = connection
+        .queueUnbind({ queue: this.queueName, exchange: this.exchange, routingKey: key })
+        .catch((err: unknown) => {
+          this.staleBindings.add(key);
+          this.log.debug({ err, routingKey: key }, 'rabbitmq stale unbind failed, will retry after reconnecting');
+        })
+        .finally(() => {
+          if (this.pendingUnbinds.get(key) === unbind) this.pendingUnbinds.delete(key);
+        });
+      this.pendingUnbinds.set(key, unbind);
+    }
   }
 
   private canBind(): boolean {

@@ -26,7 +26,9 @@ export async function migrate(target: Target, logger: Logger): Promise<string[]>
   };
   if (target.kind === 'postgres') {
     // A dedicated client: the advisory lock belongs to one session for the whole run.
-    const client = new pg.Client({ connectionString: target.url, connectionTimeoutMillis: 10_000 });
+    const client = new pg.Client({ connectionString: target.url, connectionTimeoutMillis: 10_000, query_timeout: 300_000, keepAlive: true });
+    // A lost connection fails the migration's query in flight; without a listener it would also crash the process.
+    client.on('error', (err) => logger.warn({ err }, 'migration connection failed'));
     await client.connect();
     try {
       const ran = await runner({ ...common, dbClient: client });

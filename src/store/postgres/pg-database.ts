@@ -1,6 +1,6 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
-import type { Queryable, SqlDatabase } from './sql-database.js';
+import { isConnectionFailure, type Queryable, type SqlDatabase } from './sql-database.js';
 
 export interface PgDatabaseOptions {
   url: string;
@@ -15,6 +15,11 @@ export interface PgDatabaseOptions {
    * Their commits then do not wait for a WAL flush, nor queue message commits behind theirs.
    */
   synchronousCommit?: boolean;
+  /**
+   * How often the LISTEN connection proves it is alive with a query. A LISTEN connection only
+   * receives, so without this a black-holed one would wait for notifications for ever. Default 10 s.
+   */
+  listenCheckIntervalMs?: number;
 }
 
 /** PostgreSQL through a node-postgres pool. */
@@ -22,9 +27,11 @@ export class PgDatabase implements SqlDatabase {
   readonly kind = 'postgres';
   readonly parallelism: number;
   private readonly pool: pg.Pool;
+  private readonly queryTimeoutMs: number;
 
   constructor(private readonly options: PgDatabaseOptions) {
     const statementTimeout = options.statementTimeoutMs ?? 10_000;
+    this.queryTimeoutMs = statementTimeout + 2_000;
     // Two batches in flight: one committing (waiting on the WAL flush) while the next one gathers.
     // More would split the load into smaller batches that queue on the same flush (measured: at
     // 500 msg/s a batch took 7 ms with 2 in flight, 26 ms with 8; see docs/benchmarks.md).
@@ -35,7 +42,7 @@ export class PgDatabase implements SqlDatabase {
       connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
       statement_timeout: statementTimeout,
       // The client-side guard for when the server never answers at all (network black hole).
-      query_timeout: statementTimeout + 2_000,
+      query_timeout: this.queryTimeoutMs,
       idleTimeoutMillis: 30_000,
       keepAlive: true,
       application_name: 'chat-service',
@@ -53,6 +60,13 @@ export class PgDatabase implements SqlDatabase {
   async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
     let broken = false;
+    // The pool stops listening for a client's errors while it is checked out; a socket error then
+    // (the backend or the network dies mid-transaction) would otherwise be an uncaught exception.
+    // The query in flight fails with it too, so marking the client broken is all there is to do.
+    const onError = (): void => {
+      broken = true;
+    };
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       const tx: Queryable = {
@@ -62,11 +76,19 @@ export class PgDatabase implements SqlDatabase {
       await client.query('COMMIT');
       return result;
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => {
+      if (isConnectionFailure(err)) {
+        // The connection is gone or silent: a ROLLBACK would only wait for its own timeout. The
+        // server rolls back when the connection closes, and the client is discarded.
         broken = true;
-      });
+      } else {
+        await client.query('ROLLBACK').catch(() => {
+          broken = true;
+        });
+      }
       throw err;
     } finally {
+      // A broken client is ended by the pool and may still report its socket's end: keep listening.
+      if (!broken) client.removeListener('error', onError);
       client.release(broken);
     }
   }
@@ -75,30 +97,47 @@ export class PgDatabase implements SqlDatabase {
     let stopped = false;
     let client: pg.Client | undefined;
     let retry: NodeJS.Timeout | undefined;
+    const checkEveryMs = this.options.listenCheckIntervalMs ?? 10_000;
     // A dedicated connection: LISTEN is per session, and pooled clients get handed to others.
     const connect = async (): Promise<void> => {
-      const c = new pg.Client({ connectionString: this.options.url, connectionTimeoutMillis: 5_000, keepAlive: true });
+      const c = new pg.Client({
+        connectionString: this.options.url,
+        connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5_000,
+        query_timeout: this.queryTimeoutMs,
+        keepAlive: true,
+      });
       c.on('notification', () => handler());
       c.on('error', (err) => {
+        if (discarded.has(c)) return;
         this.options.logger.warn({ err, channel }, 'LISTEN connection lost, reconnecting');
-        scheduleReconnect();
+        scheduleReconnect(c);
       });
       try {
         await c.connect();
         await c.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+        if (stopped) {
+          drop(c);
+          return;
+        }
         client = c;
         // Anything committed while we were disconnected was not announced to us.
         handler();
       } catch (err) {
-        await c.end().catch(() => undefined);
         this.options.logger.warn({ err, channel }, 'LISTEN connection failed, retrying');
-        scheduleReconnect();
+        scheduleReconnect(c);
       }
     };
-    const scheduleReconnect = (): void => {
-      const old = client;
+    const discarded = new WeakSet<pg.Client>();
+    const drop = (c: pg.Client): void => {
+      if (discarded.has(c)) return;
+      discarded.add(c);
+      discard(c);
+    };
+    const scheduleReconnect = (failed: pg.Client): void => {
+      drop(failed);
+      // A newer connection is already listening: nothing to do.
+      if (client !== undefined && client !== failed) return;
       client = undefined;
-      void old?.end().catch(() => undefined);
       if (stopped || retry) return;
       retry = setTimeout(() => {
         retry = undefined;
@@ -106,11 +145,33 @@ export class PgDatabase implements SqlDatabase {
       }, 1_000);
       retry.unref();
     };
+    // Receiving nothing looks the same on a quiet connection and on a black-holed one: ask.
+    let checking = false;
+    const check = setInterval(() => {
+      const c = client;
+      if (!c || stopped || checking) return;
+      checking = true;
+      c.query('SELECT 1')
+        .catch((err: unknown) => {
+          this.options.logger.warn({ err, channel }, 'LISTEN connection stopped answering, reconnecting');
+          scheduleReconnect(c);
+        })
+        .finally(() => {
+          checking = false;
+        });
+    }, checkEveryMs);
+    check.unref();
     await connect();
     return async () => {
       stopped = true;
+      clearInterval(check);
       if (retry) clearTimeout(retry);
-      await client?.end().catch(() => undefined);
+      const c = client;
+      client = undefined;
+      if (c) {
+        discarded.add(c);
+        await endWithin(c, 2_000);
+      }
     };
   }
 
@@ -121,4 +182,24 @@ export class PgDatabase implements SqlDatabase {
   async close(): Promise<void> {
     await this.pool.end();
   }
+}
+
+/** Ends a client, destroying its socket if the server does not answer the goodbye in time. */
+async function endWithin(client: pg.Client, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    client.end().catch(() => undefined),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        // A silent peer never completes the close handshake; the socket must not linger.
+        (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+        resolve();
+      }, ms);
+    }),
+  ]);
+  clearTimeout(timer);
+}
+
+function discard(client: pg.Client): void {
+  void endWithin(client, 1_000);
 }

@@ -1,0 +1,585 @@
+/**
+ * SendIngress over RabbitMQ (DESIGN.md §6.3): STOMP sends are taken in through the durable quorum
+ * queue `chat.send.queue`, so a send accepted while PostgreSQL is down is stored when it is back,
+ * and any instance may store a send accepted by another.
+ *
+ * Topology (declared on start and on every channel set-up; declarations are idempotent):
+ * - `chat.send.queue`: quorum, `x-delivery-limit` (default 10), dead-lettered at least once
+ *   (`x-dead-letter-strategy: at-least-once`, which RabbitMQ accepts only with
+ *   `x-overflow: reject-publish`) through the default exchange to `chat.send.dead`, and single
+ *   active consumer (below);
+ * - `chat.send.dead`: quorum, where sends end that can never be stored, with their error.
+ *
+ * Accepting (`submit`, on the instance that holds the client's STOMP connection):
+ *  1. `chat.checkSend`: shape, identity, participation. A bad send is refused at once. Only
+ *     STORE_UNAVAILABLE is let through: the consumer checks again before it stores anything, and
+ *     refusing would defeat the point of the queue during a database outage.
+ *  2. Publish `{caller, request}` persistent, `mandatory` and confirmed. It resolves only on the
+ *     broker's confirm and only if the message was routed (an unroutable publish is confirmed
+ *     too, after a basic.return: that is an error here, never a silent success). Then the gateway
+ *     writes the client's RECEIPT. Any failure is `ChatError('BUS_UNAVAILABLE')`: the client
+ *     retries with the same clientMessageId, which is idempotent.
+ *
+ * Consuming (every instance subscribes; prefetch bounds the sends in flight):
+ * - Order: a sender's messages must get their seqs in the order they were sent. Competing consumers
+ *   on several instances would commit neighbours concurrently and invert them (measured: one in ten
+ *   under a light load). So the queue has a single active consumer (RabbitMQ fails over to another
+ *   instance's consumer when it goes), and that consumer stores each session's messages one after
+ *   another while group-committing across sessions. Redelivered messages come back first.
+ * - `chat.sendMessage`, then ack only after the commit. Outcomes:
+ *   created → nothing more (the outbox acks the sender); repeat (`created: false`) → the repeat's ack
+ *   through the EventBus; permanent ChatError (4xx) → the failure through the EventBus to the
+ *   sender's /user/queue/error, then ack.
+ * - Outage (503 ChatError: store, bus, profile service): the message stays unacked and is retried
+ *   in-process with capped backoff until it goes through. Never nack-requeue: quorum queues count
+ *   every return toward the delivery limit, so an outage would dead-letter good sends.
+ * - Unexpected failure (not a ChatError, or INTERNAL): retried `maxAttempts` times, then published
+ *   to the dead-letter queue with the error in `x-chat-error*` headers and acked; if even that
+ *   publish fails, nack without requeue lets the broker dead-letter it (`x-death`, reason
+ *   `rejected`). A send that kills its consumer every time is dead-lettered by the broker once the
+ *   delivery limit is reached (`x-death` reason `delivery_limit`).
+ * - A message is acked or nacked only on the channel it came on. When that channel goes (connection
+ *   lost), its handlers give up at their next step and the broker redelivers: storing is
+ *   idempotent, so a redelivery after a commit whose ack was lost stores nothing new and acks the
+ *   sender again as a repeat.
+ *
+ * Lifecycle: construct (no I/O) → `start()` connects, declares, consumes (rejects after
+ * `startTimeoutMs`, releasing everything) → `stop()` cancels the consumer, stops retry loops,
+ * waits (bounded) for handlers in flight, closes the channels and the connection. Unacked messages
+ * go back to the queue for the other instances. Idempotent.
+ *
+ * Must never happen: a RECEIPT for a send the broker did not take; an ack before the commit; a
+ * tight redelivery loop; a send lost because PostgreSQL or RabbitMQ was away for a while.
+ */
+import { randomUUID } from 'node:crypto';
+import { Connection } from 'rabbitmq-client';
+import type { AsyncMessage, Channel, Publisher, ReturnedMessage } from 'rabbitmq-client';
+import { ChatError } from '../chat/chat-errors.js';
+import type { Caller, SendMessageInput } from '../chat/chat-service.js';
+import type { ChatMessageView } from '../chat/chat-events.js';
+import type { BusEnvelope, EventBus } from '../chat/ports.js';
+import { silentBusLogger, type BusLogger } from './bus-logger.js';
+
+/** The use cases the ingress needs; ChatService has them. */
+export interface IngressChat {
+  checkSend(caller: Caller, input: SendMessageInput): Promise<void>;
+  sendMessage(caller: Caller, input: SendMessageInput): Promise<{ message: ChatMessageView; created: boolean }>;
+  repeatAckEnvelope(caller: Caller, message: ChatMessageView): BusEnvelope;
+  sendFailedEnvelope(caller: Caller, input: SendMessageInput, err: ChatError): BusEnvelope;
+}
+
+export interface RabbitMqSendIngressOptions {
+  /** amqp:// or amqps:// URL of the broker. */
+  url: string;
+  /** Names the AMQP connection `chat.ingress.{instanceId}` (visible in rabbitmqctl). */
+  instanceId?: string;
+  /** The send queue. Default `chat.send.queue`; tests use their own. */
+  queue?: string;
+  /** The dead-letter queue. Default `chat.send.dead`. */
+  deadLetterQueue?: string;
+  /** Deliveries after which the broker dead-letters a message. Default 10. */
+  deliveryLimit?: number;
+  /** Sends being stored at once on this instance (unacked deliveries). Default 64. */
+  prefetch?: number;
+  /** Attempts, per delivery, at a send that fails unexpectedly before it is dead-lettered. Default 3. */
+  maxAttempts?: number;
+  /** First and longest pause between in-process retries. Defaults 100 ms and 5 s. */
+  retryMinMs?: number;
+  retryMaxMs?: number;
+  /** How long `submit` waits for the confirm. Default 5 s. */
+  publishTimeoutMs?: number;
+  /** How long `start` waits for the broker. Default 15 s. */
+  startTimeoutMs?: number;
+  /** How long `stop` waits for handlers in flight and a graceful close. Default 5 s. */
+  closeTimeoutMs?: number;
+  /** AMQP heart-beat in seconds: a silent broker is noticed after about twice this. Default 10. */
+  heartbeatSec?: number;
+  /** TCP + AMQP handshake limit per connection attempt. Default 5 s. */
+  connectionTimeoutMs?: number;
+  logger?: BusLogger;
+}
+
+export interface RabbitMqSendIngressDeps extends RabbitMqSendIngressOptions {
+  chat: IngressChat;
+  /** Carries the outcomes that have no outbox row: repeat acks and failures. */
+  bus: EventBus;
+  metrics?: { messagesSent: { inc(labels: { transport: string; result: string }): void } };
+}
+
+/** The message on the send queue. */
+interface QueuedSend {
+  caller: Caller;
+  request: SendMessageInput;
+}
+
+class IngressStoppedError extends Error {
+  constructor() {
+    super('RabbitMqSendIngress: stopped');
+  }
+}
+
+export class RabbitMqSendIngress {
+  readonly queue: string;
+  readonly deadLetterQueue: string;
+  readonly connectionName: string;
+  private readonly deps: RabbitMqSendIngressDeps;
+  private readonly log: BusLogger;
+  private readonly deliveryLimit: number;
+  private readonly prefetch: number;
+  private readonly maxAttempts: number;
+  private readonly retryMinMs: number;
+  private readonly retryMaxMs: number;
+  private readonly publishTimeoutMs: number;
+  private readonly startTimeoutMs: number;
+  private readonly closeTimeoutMs: number;
+
+  private connection: Connection | undefined;
+  private publisher: Publisher | undefined;
+  /** Publishes waiting for their confirm, by messageId: set when the broker returned them. */
+  private readonly unconfirmed = new Map<string, { returned: boolean }>();
+  private channel: Channel | undefined;
+  private consumerTag: string | undefined;
+  private consumerReady = false;
+  private setupTimer: NodeJS.Timeout | undefined;
+  private setupFailures = 0;
+  private lastSetupError: unknown;
+  private settingUp = false;
+  /** Logged once per outage, not once per held message. */
+  private waitingForOutage = false;
+  private connectionDown = false;
+  private readonly inFlight = new Set<Promise<void>>();
+  /** The last handling queued per session; see inSessionOrder. */
+  private readonly sessionTails = new Map<string, Promise<void>>();
+  private readonly sleepers = new Set<() => void>();
+  private readyWaiters: Array<() => void> = [];
+  private starting: Promise<void> | undefined;
+  private stopping: Promise<void> | undefined;
+
+  constructor(deps: RabbitMqSendIngressDeps) {
+    this.deps = deps;
+    this.log = deps.logger ?? silentBusLogger;
+    this.queue = deps.queue ?? 'chat.send.queue';
+    this.deadLetterQueue = deps.deadLetterQueue ?? 'chat.send.dead';
+    this.connectionName = `chat.ingress.${deps.instanceId ?? randomUUID()}`;
+    this.deliveryLimit = deps.deliveryLimit ?? 10;
+    this.prefetch = deps.prefetch ?? 64;
+    this.maxAttempts = deps.maxAttempts ?? 3;
+    this.retryMinMs = deps.retryMinMs ?? 100;
+    this.retryMaxMs = deps.retryMaxMs ?? 5_000;
+    this.publishTimeoutMs = deps.publishTimeoutMs ?? 5_000;
+    this.startTimeoutMs = deps.startTimeoutMs ?? 15_000;
+    this.closeTimeoutMs = deps.closeTimeoutMs ?? 5_000;
+  }
+
+  start(): Promise<void> {
+    if (this.stopping) return Promise.reject(new IngressStoppedError());
+    this.starting ??= this.open();
+    return this.starting;
+  }
+
+  stop(): Promise<void> {
+    this.stopping ??= this.close();
+    return this.stopping;
+  }
+
+  /** Connected, and consuming from the send queue. */
+  isHealthy(): boolean {
+    return !this.stopping && this.consumerReady && this.connection?.ready === true;
+  }
+
+  /**
+   * Checks the send, then queues it durably. Resolves once the broker confirmed the routed message;
+   * throws the check's ChatError, or `BUS_UNAVAILABLE` when the send could not be queued.
+   */
+  async submit(caller: Caller, request: SendMessageInput): Promise<void> {
+    try {
+      await this.deps.chat.checkSend(caller, request);
+    } catch (err) {
+      // The consumer checks again before storing; during an outage the queue is what keeps the send.
+      if (!(err instanceof ChatError) || err.code !== 'STORE_UNAVAILABLE') throw err;
+      this.log.debug({ err }, 'send check skipped: store unavailable, queueing it for the consumer to check');
+    }
+    const queued: QueuedSend = {
+      caller: { email: caller.email, ...(caller.displayName !== undefined ? { displayName: caller.displayName } : {}) },
+      request: {
+        sessionId: request.sessionId,
+        content: request.content,
+        clientMessageId: request.clientMessageId,
+        ...(request.senderEmail !== undefined ? { senderEmail: request.senderEmail } : {}),
+        ...(request.intent !== undefined ? { intent: request.intent } : {}),
+      },
+    };
+    try {
+      await this.publish(this.queue, Buffer.from(JSON.stringify(queued), 'utf8'), { 'x-chat-accepted-by': this.connectionName });
+    } catch (err) {
+      this.log.warn({ err, queue: this.queue }, 'send could not be queued');
+      throw new ChatError('BUS_UNAVAILABLE', 'the send could not be queued; retry it with the same clientMessageId', undefined, { cause: err });
+    }
+  }
+
+  // --- lifecycle ---------------------------------------------------------------------------------
+
+  private async open(): Promise<void> {
+    const connection = new Connection({
+      url: this.deps.url,
+      connectionName: this.connectionName,
+      retryLow: 200,
+      retryHigh: 5_000,
+      heartbeat: this.deps.heartbeatSec ?? 10,
+      connectionTimeout: this.deps.connectionTimeoutMs ?? 5_000,
+      acquireTimeout: 10_000,
+    });
+    this.connection = connection;
+    connection.on('error', (err: unknown) => {
+      if (this.connectionDown) this.log.debug({ err }, 'rabbitmq ingress connection attempt failed');
+      else this.log.warn({ err }, 'rabbitmq ingress connection lost, reconnecting');
+      this.connectionDown = true;
+    });
+    connection.on('connection', () => {
+      if (this.connectionDown) this.log.info({ connection: this.connectionName }, 'rabbitmq ingress reconnected');
+      this.connectionDown = false;
+      // The consumer channel died with the old connection; set it up again at once, not after a
+      // backoff step that was scheduled while the broker was away.
+      if (!this.consumerReady) {
+        clearTimeout(this.setupTimer);
+        this.setupTimer = undefined;
+        this.scheduleSetup(0);
+      }
+    });
+
+    this.publisher = connection.createPublisher({ confirm: true, maxAttempts: 1, queues: this.declarations() });
+    this.publisher.on('basic.return', (msg: ReturnedMessage) => {
+      const pending = typeof msg.messageId === 'string' ? this.unconfirmed.get(msg.messageId) : undefined;
+      if (pending) pending.returned = true;
+    });
+
+    const ready = new Promise<void>((resolve) => this.readyWaiters.push(resolve));
+    this.scheduleSetup(0);
+    try {
+      await withTimeout(ready, this.startTimeoutMs, () => {
+        const reason = this.lastSetupError instanceof Error ? `: ${this.lastSetupError.message}` : '';
+        return new Error(`RabbitMQ send queue ${this.queue} not ready within ${this.startTimeoutMs} ms (AMQP_URL)${reason}`);
+      });
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+    this.log.info({ queue: this.queue, deadLetterQueue: this.deadLetterQueue, prefetch: this.prefetch }, 'rabbitmq send ingress started');
+  }
+
+  private async close(): Promise<void> {
+    clearTimeout(this.setupTimer);
+    this.consumerReady = false;
+    for (const wake of this.sleepers) wake();
+    const { connection, channel, consumerTag, publisher } = this;
+    if (!connection) return;
+    const graceful = (async () => {
+      // No new deliveries first; then let the handlers in flight finish (they stop retrying now),
+      // so none is cut between its commit and its ack; then close what is left.
+      if (channel?.active && consumerTag) await channel.basicCancel({ consumerTag }).catch(() => undefined);
+      await Promise.allSettled([...this.inFlight]);
+      await channel?.close();
+      await publisher?.close();
+      await connection.close();
+    })();
+    try {
+      await withTimeout(graceful, this.closeTimeoutMs, () => new Error('graceful close timed out'));
+    } catch (err) {
+      this.log.warn({ err }, 'rabbitmq ingress close failed, destroying the connection');
+      graceful.catch(() => undefined);
+      connection.unsafeDestroy();
+    }
+    this.log.info({ queue: this.queue }, 'rabbitmq send ingress stopped');
+  }
+
+  private declarations(): Array<{ queue: string; durable: boolean; arguments: Record<string, unknown> }> {
+    return [
+      { queue: this.deadLetterQueue, durable: true, arguments: { 'x-queue-type': 'quorum' } },
+      {
+        queue: this.queue,
+        durable: true,
+        arguments: {
+          'x-queue-type': 'quorum',
+          'x-delivery-limit': this.deliveryLimit,
+          'x-dead-letter-exchange': '',
+          'x-dead-letter-routing-key': this.deadLetterQueue,
+          'x-dead-letter-strategy': 'at-least-once',
+          'x-overflow': 'reject-publish',
+          // One consumer at a time takes the queue (another takes over when it goes): sends leave
+          // the queue in the order they were accepted, which per-session serialisation then keeps.
+          'x-single-active-consumer': true,
+        },
+      },
+    ];
+  }
+
+  private scheduleSetup(delayMs: number): void {
+    if (this.stopping || this.setupTimer || this.settingUp) return;
+    this.setupTimer = setTimeout(() => {
+      this.setupTimer = undefined;
+      void this.setupConsumer();
+    }, delayMs);
+  }
+
+  /** Opens a channel, declares the topology and consumes; on failure, tries again with backoff. */
+  private async setupConsumer(): Promise<void> {
+    const connection = this.connection;
+    if (!connection || this.stopping || this.consumerReady || this.settingUp) return;
+    this.settingUp = true;
+    let ch: Channel | undefined;
+    try {
+      ch = await connection.acquire({ emitErrorsFromChannel: true });
+      const current = ch;
+      ch.on('error', (err: unknown) => this.log.warn({ err, queue: this.queue }, 'rabbitmq ingress channel error'));
+      ch.once('close', () => this.channelClosed(current));
+      for (const declaration of this.declarations()) await ch.queueDeclare(declaration);
+      await ch.basicQos({ prefetchCount: this.prefetch });
+      const { consumerTag } = await ch.basicConsume({ queue: this.queue }, (msg) => this.track(this.inSessionOrder(current, msg)));
+      // The server cancels the consumer when the queue is deleted: start over on a new channel.
+      ch.once('basic.cancel', () => {
+        this.log.warn({ queue: this.queue }, 'send queue consumer cancelled by the broker, setting up again');
+        void current.close();
+      });
+      if (this.stopping) {
+        await ch.close();
+        return;
+      }
+      this.channel = ch;
+      this.consumerTag = consumerTag;
+      this.consumerReady = true;
+      this.setupFailures = 0;
+      this.lastSetupError = undefined;
+      this.log.debug({ queue: this.queue }, 'send queue consumer ready');
+      const waiters = this.readyWaiters;
+      this.readyWaiters = [];
+      for (const resolve of waiters) resolve();
+    } catch (err) {
+      this.setupFailures += 1;
+      this.lastSetupError = err;
+      if (this.setupFailures <= 1) this.log.warn({ err, queue: this.queue }, 'send queue consumer set-up failed, retrying');
+      else this.log.debug({ err, queue: this.queue }, 'send queue consumer set-up failed again');
+      await ch?.close().catch(() => undefined);
+      this.settingUp = false;
+      this.scheduleSetup(Math.min(5_000, 200 * 2 ** Math.min(this.setupFailures, 5)));
+    } finally {
+      this.settingUp = false;
+    }
+  }
+
+  private channelClosed(ch: Channel): void {
+    if (this.channel !== ch) return;
+    this.channel = undefined;
+    this.consumerTag = undefined;
+    this.consumerReady = false;
+    // A closed channel on a live connection (server closed it, queue deleted) comes back here; a
+    // lost connection comes back on its 'connection' event.
+    if (this.connection?.ready) this.scheduleSetup(200);
+  }
+
+  /**
+   * Handles a delivery after every earlier delivery of the same session: a session's messages are
+   * stored (and get their seqs) in the order they were queued, also while one of them waits out an
+   * outage. Different sessions proceed concurrently (and are group-committed together).
+   */
+  private inSessionOrder(ch: Channel, msg: AsyncMessage): Promise<void> {
+    const send = parseQueuedSend(msg.body);
+    const key = typeof send?.request.sessionId === 'string' ? send.request.sessionId : '';
+    const previous = this.sessionTails.get(key);
+    const handling = previous ? previous.then(() => this.handle(ch, msg, send)) : this.handle(ch, msg, send);
+    const tail = handling.catch(() => undefined);
+    this.sessionTails.set(key, tail);
+    void tail.finally(() => {
+      if (this.sessionTails.get(key) === tail) this.sessionTails.delete(key);
+    });
+    return handling;
+  }
+
+  private track(handling: Promise<void>): void {
+    this.inFlight.add(handling);
+    void handling.finally(() => this.inFlight.delete(handling));
+  }
+
+  // --- consuming ---------------------------------------------------------------------------------
+
+  private async handle(ch: Channel, msg: AsyncMessage, send: QueuedSend | undefined): Promise<void> {
+    if (!send) {
+      await this.deadLetter(ch, msg, new Error('malformed send: expected a JSON {caller, request}'), 1);
+      return;
+    }
+    const { caller, request } = send;
+    const clientMessageId = typeof request.clientMessageId === 'string' ? request.clientMessageId : undefined;
+    let outages = 0;
+    let unexpected = 0;
+    let metered = false;
+    const waitOutOutage = (err: unknown, what: string): Promise<void> => {
+      if (!this.waitingForOutage) this.log.warn({ err, clientMessageId }, `${what}; holding queued sends until it is back`);
+      else if (outages === 0) this.log.debug({ err, clientMessageId }, what);
+      this.waitingForOutage = true;
+      outages += 1;
+      return this.sleep(this.backoff(outages));
+    };
+    for (;;) {
+      // The channel is gone: this delivery can no longer be acked; the broker redelivers it.
+      if (!ch.active || this.stopping) return;
+      let outcome: { message: ChatMessageView; created: boolean };
+      try {
+        outcome = await this.deps.chat.sendMessage(caller, request);
+      } catch (err) {
+        if (isOutage(err)) {
+          // Keep the message and wait: the outage is not the message's fault.
+          await waitOutOutage(err, 'queued send not stored: store unavailable');
+          continue;
+        }
+        if (err instanceof ChatError && err.code !== 'INTERNAL') {
+          // Permanent: the sender hears why, and the message is done.
+          try {
+            await this.deps.bus.publish(this.deps.chat.sendFailedEnvelope(caller, request, err));
+          } catch (busErr) {
+            await waitOutOutage(busErr, 'queued send failure not reported: bus unavailable');
+            continue;
+          }
+          this.log.debug({ code: err.code, clientMessageId }, 'queued send refused');
+          this.settle(ch, msg, 'ack');
+          return;
+        }
+        unexpected += 1;
+        if (unexpected >= this.maxAttempts) {
+          await this.deadLetter(ch, msg, err, unexpected);
+          return;
+        }
+        this.log.warn({ err, clientMessageId, attempt: unexpected }, 'storing a queued send failed unexpectedly, retrying');
+        await this.sleep(this.backoff(unexpected));
+        continue;
+      }
+      if (!metered) this.deps.metrics?.messagesSent.inc({ transport: 'stomp', result: outcome.created ? 'created' : 'repeat' });
+      metered = true;
+      if (!outcome.created) {
+        // A repeat writes no outbox row, so its ack goes out from here.
+        try {
+          await this.deps.bus.publish(this.deps.chat.repeatAckEnvelope(caller, outcome.message));
+        } catch (busErr) {
+          await waitOutOutage(busErr, 'repeat ack not published: bus unavailable');
+          continue;
+        }
+      }
+      if (this.waitingForOutage) {
+        this.waitingForOutage = false;
+        this.log.info({ queue: this.queue }, 'queued sends are being stored again');
+      }
+      this.settle(ch, msg, 'ack');
+      return;
+    }
+  }
+
+  /** Capped exponential backoff: retryMinMs, doubling, at most retryMaxMs. */
+  private backoff(attempt: number): number {
+    return Math.min(this.retryMaxMs, this.retryMinMs * 2 ** Math.min(attempt - 1, 20));
+  }
+
+  /** Moves a message that can never be stored to the dead-letter queue, with its error. */
+  private async deadLetter(ch: Channel, msg: AsyncMessage, err: unknown, attempts: number): Promise<void> {
+    if (!ch.active || this.stopping) return;
+    const error = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    this.log.error({ err, queue: this.queue, deadLetterQueue: this.deadLetterQueue, attempts }, 'send dead-lettered: it cannot be stored');
+    const body = Buffer.isBuffer(msg.body) ? msg.body : Buffer.from(typeof msg.body === 'string' ? msg.body : JSON.stringify(msg.body), 'utf8');
+    try {
+      await this.publish(this.deadLetterQueue, body, {
+        ...(msg.headers ?? {}),
+        'x-chat-error': error.slice(0, 2000),
+        ...(err instanceof ChatError ? { 'x-chat-error-code': err.code } : {}),
+        'x-chat-attempts': attempts,
+        'x-chat-failed-by': this.connectionName,
+        'x-chat-failed-at': new Date().toISOString(),
+        'x-chat-original-queue': this.queue,
+      });
+      this.settle(ch, msg, 'ack');
+    } catch (publishErr) {
+      // The broker dead-letters it instead (at least once), with x-death naming the reason.
+      this.log.warn({ err: publishErr }, 'dead-letter publish failed, rejecting the message to the broker dead-letter exchange');
+      this.settle(ch, msg, 'reject');
+    }
+  }
+
+  private settle(ch: Channel, msg: AsyncMessage, how: 'ack' | 'reject'): void {
+    try {
+      if (how === 'ack') ch.basicAck({ deliveryTag: msg.deliveryTag });
+      else ch.basicNack({ deliveryTag: msg.deliveryTag, requeue: false });
+    } catch (err) {
+      // The channel closed after the work was done: the broker redelivers, and storing is idempotent.
+      this.log.debug({ err }, 'could not settle a send queue delivery; it will be redelivered');
+    }
+  }
+
+  // --- publishing --------------------------------------------------------------------------------
+
+  /** Publishes to `queue` through the default exchange; resolves on a confirm of a routed message. */
+  private async publish(queue: string, body: Buffer, headers: Record<string, unknown>): Promise<void> {
+    const publisher = this.publisher;
+    if (this.stopping || !publisher) throw new IngressStoppedError();
+    // Reconnecting: fail now rather than after the publish timeout.
+    if (!this.connection?.ready) throw new Error('RabbitMQ is not connected');
+    const messageId = randomUUID();
+    const pending = { returned: false };
+    this.unconfirmed.set(messageId, pending);
+    try {
+      const sent = publisher.send(
+        { exchange: '', routingKey: queue, mandatory: true, durable: true, messageId, contentType: 'application/json', headers },
+        body,
+      );
+      await withTimeout(sent, this.publishTimeoutMs, () => new Error(`RabbitMQ did not confirm the publish within ${this.publishTimeoutMs} ms`));
+      // basic.return precedes the confirm on the wire, but the client emits it on a later
+      // macrotask than it resolves the confirm: let it run before looking.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (pending.returned) throw new Error(`RabbitMQ returned the message as unroutable: queue ${queue} does not exist`);
+    } finally {
+      this.unconfirmed.delete(messageId);
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.sleepers.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.sleepers.add(done);
+    });
+  }
+}
+
+/** A ChatError that says "not now" rather than "never". */
+function isOutage(err: unknown): boolean {
+  return err instanceof ChatError && err.status === 503;
+}
+
+function parseQueuedSend(body: unknown): QueuedSend | undefined {
+  let value: unknown = body;
+  if (Buffer.isBuffer(value) || typeof value === 'string') {
+    try {
+      value = JSON.parse(value.toString());
+    } catch {
+      return undefined;
+    }
+  }
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { caller, request } = value as { caller?: unknown; request?: unknown };
+  if (typeof caller !== 'object' || caller === null || typeof (caller as { email?: unknown }).email !== 'string') return undefined;
+  if (typeof request !== 'object' || request === null) return undefined;
+  const { email, displayName } = caller as { email: string; displayName?: unknown };
+  return {
+    caller: { email, ...(typeof displayName === 'string' ? { displayName } : {}) },
+    request: request as SendMessageInput,
+  };
+}
+
+/** Settles like `promise`, or rejects with `timeoutError()` after `ms`; never leaves a rejection unhandled. */
+function withTimeout<T>(promise: Promise<T>, ms: number, timeoutError: () => Error): Promise<T> {
+  promise.catch(() => undefined);
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(timeoutError()), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,199 @@
+/**
+ * `npm run cluster`: a local cluster of chat-service instances sharing one PostgreSQL, one RabbitMQ
+ * and one identity provider's public key, as in production.
+ *
+ * Starts N instances (default 2; `npm run cluster -- 3` or CLUSTER_SIZE) as child processes on ports
+ * 8081, 8082, … (CLUSTER_BASE_PORT), against DATABASE_URL and AMQP_URL (default: the local services,
+ * database `chat_cluster`, created if missing). It generates an ES256 key pair, plays the identity
+ * provider with it (production auth has no /dev/token), gives every instance the public key as
+ * JWT_PUBLIC_KEY, and prints ready-made tokens for a few users (CLUSTER_USERS, default alice and
+ * bob). Ctrl-C stops every instance gracefully (SIGKILL after 15 s).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { SignJWT } from 'jose';
+import pg from 'pg';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const env = process.env;
+const SIZE = Number(process.argv[2] ?? env.CLUSTER_SIZE ?? 2);
+const BASE_PORT = Number(env.CLUSTER_BASE_PORT ?? 8081);
+const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/chat_cluster';
+const DATABASE_URL = env.DATABASE_URL ?? DEFAULT_DATABASE_URL;
+const AMQP_URL = env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+const HOST = env.HOST ?? '127.0.0.1';
+const TOKEN_TTL = '12h';
+const USERS = (env.CLUSTER_USERS ?? 'alice@example.com:Alice,bob@example.com:Bob')
+  .split(',')
+  .map((entry) => entry.trim())
+  .filter(Boolean)
+  .map((entry) => {
+    const [email, name] = entry.split(':');
+    return { email: email!.trim().toLowerCase(), name: name?.trim() };
+  });
+
+interface Instance {
+  name: string;
+  port: number;
+  child: ChildProcess;
+  exited: Promise<number | string>;
+}
+
+function fail(message: string): never {
+  console.error(`cluster: ${message}`);
+  process.exit(2);
+}
+
+/** The default database is ours to create; a URL the user gave must already exist. */
+async function ensureDatabase(): Promise<void> {
+  if (DATABASE_URL !== DEFAULT_DATABASE_URL) return;
+  const admin = new URL(DATABASE_URL);
+  admin.pathname = '/postgres';
+  const client = new pg.Client({ connectionString: admin.toString(), connectionTimeoutMillis: 3_000 });
+  try {
+    await client.connect();
+    const { rowCount } = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', ['chat_cluster']);
+    if (rowCount === 0) {
+      await client.query('CREATE DATABASE chat_cluster');
+      console.log('cluster: created database chat_cluster');
+    }
+  } catch (err) {
+    fail(`PostgreSQL at ${admin.host} is not usable (${(err as Error).message}); start it or set DATABASE_URL`);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+function start(index: number, publicKeyPem: string, origins: string): Instance {
+  const name = `node${index + 1}`;
+  const port = BASE_PORT + index;
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src/main.ts')], {
+    cwd: ROOT,
+    env: {
+      ...env,
+      PORT: String(port),
+      HOST,
+      DATABASE_URL,
+      AMQP_URL,
+      JWT_PUBLIC_KEY: publicKeyPem,
+      ALLOWED_ORIGINS: env.ALLOWED_ORIGINS ?? origins,
+      INSTANCE_ID: env.INSTANCE_ID ? `${env.INSTANCE_ID}-${name}` : `cluster-${name}`,
+      LOG_LEVEL: env.LOG_LEVEL ?? 'info',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group: Ctrl-C reaches us, and we stop the instances in order.
+    detached: true,
+  });
+  for (const stream of [child.stdout!, child.stderr!]) {
+    readline.createInterface({ input: stream }).on('line', (line) => console.log(`[${name}] ${line}`));
+  }
+  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  return { name, port, child, exited };
+}
+
+async function waitUntilReady(instance: Instance, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (instance.child.exitCode !== null || instance.child.signalCode !== null) fail(`${instance.name} exited during start-up (see its output above)`);
+    try {
+      const res = await fetch(`http://127.0.0.1:${instance.port}/health/ready`, { signal: AbortSignal.timeout(1_000) });
+      if (res.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  fail(`${instance.name} was not ready within ${timeoutMs / 1000} s`);
+}
+
+async function main(): Promise<void> {
+  if (!Number.isInteger(SIZE) || SIZE < 1 || SIZE > 16) fail(`cluster size must be 1..16, got ${process.argv[2] ?? env.CLUSTER_SIZE}`);
+  await ensureDatabase();
+
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const publicKeyPem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  const origins = Array.from({ length: SIZE }, (_, i) => [`http://localhost:${BASE_PORT + i}`, `http://127.0.0.1:${BASE_PORT + i}`]).flat().join(',');
+
+  const instances: Instance[] = [];
+  let stopping = false;
+  const stopAll = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`\ncluster: ${signal}: stopping ${instances.length} instance(s)…`);
+    for (const instance of instances) if (instance.child.exitCode === null && instance.child.signalCode === null) instance.child.kill('SIGTERM');
+    const force = setTimeout(() => {
+      for (const instance of instances) instance.child.kill('SIGKILL');
+    }, 15_000);
+    await Promise.all(instances.map((i) => i.exited));
+    clearTimeout(force);
+    console.log('cluster: stopped');
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stopAll('SIGINT'));
+  process.on('SIGTERM', () => void stopAll('SIGTERM'));
+
+  for (let i = 0; i < SIZE; i++) instances.push(start(i, publicKeyPem, origins));
+  for (const instance of instances) {
+    void instance.exited.then((code) => {
+      if (!stopping) console.error(`cluster: ${instance.name} exited unexpectedly (${code}); the others keep running`);
+    });
+  }
+  await Promise.all(instances.map((i) => waitUntilReady(i)));
+
+  const tokens = await Promise.all(
+    USERS.map(async (user) => ({
+      ...user,
+      token: await new SignJWT({ email: user.email, ...(user.name ? { name: user.name } : {}) })
+        .setProtectedHeader({ alg: 'ES256' })
+        .setSubject(user.email)
+        .setIssuedAt()
+        .setExpirationTime(TOKEN_TTL)
+        .sign(privateKey),
+    })),
+  );
+  const first = `http://127.0.0.1:${BASE_PORT}`;
+  const second = `http://127.0.0.1:${BASE_PORT + Math.min(1, SIZE - 1)}`;
+  const [a, b] = tokens;
+  const lines = [
+    '',
+    `chat-service cluster: ${SIZE} instance(s), one database, one broker, one identity provider`,
+    `  database  ${DATABASE_URL.replace(/\/\/[^@/]*@/, '//…@')}`,
+    `  broker    ${AMQP_URL.replace(/\/\/[^@/]*@/, '//…@')}`,
+    ...instances.map((i) => `  ${i.name}     http://127.0.0.1:${i.port}   (ws://127.0.0.1:${i.port}/ws for STOMP, /health/ready, /metrics)`),
+    '',
+    'Auth is production auth: instances verify tokens with JWT_PUBLIC_KEY and there is no /dev/token.',
+    'In production your identity provider issues the tokens; here this script is the identity provider:',
+    `it generated an ES256 key pair, gave every instance the public half, and signed these tokens (valid ${TOKEN_TTL})`,
+    'with the private half, which lives only in this process (restart the cluster for new ones; more users:',
+    'CLUSTER_USERS="carol@example.com:Carol,dave@example.com" npm run cluster).',
+    '',
+    ...tokens.flatMap((t) => [`  ${t.email}`, `    ${t.token}`]),
+    '',
+  ];
+  if (a && b) {
+    lines.push(
+      'Try it: alice on one instance, bob on another, any instance serves anyone:',
+      `  A='${a.token}'`,
+      `  B='${b.token}'`,
+      `  SID=$(curl -s -XPOST ${first}/api/chat/init -H "authorization: Bearer $A" -H 'content-type: application/json' \\`,
+      `    -d '{"toEmail":"${b.email}","intent":"dating"}' | jq -r .sessionId)`,
+      `  curl -s -XPOST ${first}/api/chat/message -H "authorization: Bearer $A" -H 'content-type: application/json' \\`,
+      `    -d "{\\"sessionId\\":\\"$SID\\",\\"content\\":\\"hi Bob\\",\\"clientMessageId\\":\\"$(cat /proc/sys/kernel/random/uuid)\\"}"`,
+      `  curl -s "${second}/api/chat/$SID/history" -H "authorization: Bearer $B"`,
+      '',
+      `STOMP: connect to ws://127.0.0.1:${BASE_PORT}/ws (subprotocol v12.stomp) or SockJS at ${first}/ws with the`,
+      'CONNECT header "Authorization: Bearer <token>"; see README "Real time".',
+      '',
+    );
+  }
+  lines.push('Ctrl-C stops every instance.', '');
+  console.log(lines.join('\n'));
+}
+
+void main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
