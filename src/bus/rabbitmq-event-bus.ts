@@ -44,6 +44,7 @@ import { Connection, ConsumerStatus } from 'rabbitmq-client';
 import type { AsyncMessage, Consumer, Publisher } from 'rabbitmq-client';
 import type { BusEnvelope, BusHandler, EventBus } from '../chat/ports.js';
 import { silentBusLogger, type BusLogger } from './bus-logger.js';
+import { decodeJsonBody, withTimeout } from './amqp-support.js';
 import { normaliseUserEmail, userRoutingKey } from './user-routing-key.js';
 
 export interface RabbitMqEventBusOptions {
@@ -442,27 +443,10 @@ export class RabbitMqEventBus implements EventBus {
 
 /** Accepts the body as rabbitmq-client hands it over: parsed for application/json, else raw. */
 function parseEnvelope(body: unknown): BusEnvelope | undefined {
-  let value: unknown = body;
-  if (Buffer.isBuffer(value) || typeof value === 'string') {
-    try {
-      value = JSON.parse(value.toString());
-    } catch {
-      return undefined;
-    }
-  }
+  const value = decodeJsonBody(body);
   if (typeof value !== 'object' || value === null) return undefined;
   const { recipients, event } = value as { recipients?: unknown; event?: unknown };
   if (!Array.isArray(recipients) || !recipients.every((r) => typeof r === 'string')) return undefined;
   if (typeof event !== 'object' || event === null || typeof (event as { type?: unknown }).type !== 'string') return undefined;
   return value as BusEnvelope;
-}
-
-/** Settles like `promise`, or rejects with `timeoutError()` after `ms`; never leaves a rejection unhandled. */
-function withTimeout<T>(promise: Promise<T>, ms: number, timeoutError: () => Error): Promise<T> {
-  promise.catch(() => undefined);
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(timeoutError()), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

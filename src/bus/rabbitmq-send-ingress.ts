@@ -59,6 +59,7 @@ import type { Caller, SendMessageInput } from '../chat/chat-service.js';
 import type { ChatMessageView } from '../chat/chat-events.js';
 import type { BusEnvelope, EventBus } from '../chat/ports.js';
 import { silentBusLogger, type BusLogger } from './bus-logger.js';
+import { decodeJsonBody, withTimeout } from './amqp-support.js';
 
 /** The use cases the ingress needs; ChatService has them. */
 export interface IngressChat {
@@ -555,14 +556,7 @@ function isOutage(err: unknown): boolean {
 }
 
 function parseQueuedSend(body: unknown): QueuedSend | undefined {
-  let value: unknown = body;
-  if (Buffer.isBuffer(value) || typeof value === 'string') {
-    try {
-      value = JSON.parse(value.toString());
-    } catch {
-      return undefined;
-    }
-  }
+  const value = decodeJsonBody(body);
   if (typeof value !== 'object' || value === null) return undefined;
   const { caller, request } = value as { caller?: unknown; request?: unknown };
   if (typeof caller !== 'object' || caller === null || typeof (caller as { email?: unknown }).email !== 'string') return undefined;
@@ -572,14 +566,4 @@ function parseQueuedSend(body: unknown): QueuedSend | undefined {
     caller: { email, ...(typeof displayName === 'string' ? { displayName } : {}) },
     request: request as SendMessageInput,
   };
-}
-
-/** Settles like `promise`, or rejects with `timeoutError()` after `ms`; never leaves a rejection unhandled. */
-function withTimeout<T>(promise: Promise<T>, ms: number, timeoutError: () => Error): Promise<T> {
-  promise.catch(() => undefined);
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(timeoutError()), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

@@ -1,0 +1,23 @@
+/**
+ * The SDK keeps its own copy of the wire shapes so it builds without the server. These checks make
+ * a drift between the two copies a type error in `npm test` (tsc), not a surprise for SDK users.
+ */
+import { describe, expectTypeOf, it } from 'vitest';
+import type { ChatEvent, ChatMessageView } from '../src/chat/chat-events.js';
+import type { ChatService, HistoryPage as ServiceHistoryPage, ParticipantView, SessionListItem, SessionView } from '../src/chat/chat-service.js';
+import type { ChatMessage, HistoryPage, Participant, Receipt, SessionInfo, SessionSummary, TypingSignal, UnreadMessages } from './chat-types.js';
+
+type EventPayload<T extends ChatEvent['type'], K extends string> = Extract<ChatEvent, { type: T }> extends Record<K, infer P> ? P : never;
+
+describe('SDK wire types', () => {
+  it('are the service’s response and event shapes', () => {
+    expectTypeOf<ChatMessage>().toEqualTypeOf<ChatMessageView>();
+    expectTypeOf<Participant>().toEqualTypeOf<ParticipantView>();
+    expectTypeOf<SessionInfo>().toEqualTypeOf<SessionView>();
+    expectTypeOf<SessionSummary>().toEqualTypeOf<SessionListItem>();
+    expectTypeOf<HistoryPage>().toEqualTypeOf<ServiceHistoryPage>();
+    expectTypeOf<UnreadMessages>().toEqualTypeOf<Awaited<ReturnType<ChatService['unread']>>>();
+    expectTypeOf<Receipt>().toEqualTypeOf<EventPayload<'receipt', 'receipt'>>();
+    expectTypeOf<TypingSignal>().toEqualTypeOf<EventPayload<'typing', 'typing'>>();
+  });
+});
