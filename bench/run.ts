@@ -16,6 +16,8 @@ import { SignJWT } from 'jose';
 import { startServiceProcess, type ServiceProcess } from '../test/support/service-process.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/test-database.js';
 import { header } from '../src/realtime/stomp/stomp-frame.js';
+import { deleteQueues } from '../test/support/test-queues.js';
+import { deadLetterQueueOf } from '../src/bus/rabbitmq-send-ingress.js';
 import { LoadClient } from './stomp-load-client.js';
 
 const env = process.env;
@@ -53,6 +55,7 @@ async function main(): Promise<void> {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const sign = (email: string) => new SignJWT({ email }).setProtectedHeader({ alg: 'ES256' }).setExpirationTime('2h').sign(privateKey);
 
+  const sendQueue = `bench.${randomUUID().slice(0, 8)}.send.queue`;
   let database: TestDatabase | undefined;
   let dataDir: string | undefined;
   const servers: ServiceProcess[] = [];
@@ -61,6 +64,8 @@ async function main(): Promise<void> {
       JWT_PUBLIC_KEY: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
       LOG_LEVEL: 'info',
       ALLOWED_ORIGINS: '*',
+      // The benchmark is the flood the per-user limit exists to stop.
+      RATE_LIMIT_PER_MINUTE: '0',
     };
     if (usePostgres) {
       database = await createTestDatabase(PG_URL);
@@ -70,7 +75,11 @@ async function main(): Promise<void> {
       dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'chat-bench-'));
       baseEnv.DATA_DIR = dataDir;
     }
-    if (useRabbit) baseEnv.AMQP_URL = AMQP_URL;
+    if (useRabbit) {
+      baseEnv.AMQP_URL = AMQP_URL;
+      // Its own send queue: never the chat.send.queue of a cluster sharing this broker.
+      baseEnv.SEND_QUEUE = sendQueue;
+    }
     for (let i = 0; i < instances; i++) servers.push(await startServiceProcess({ ...baseEnv, INSTANCE_ID: `bench-${i}-${randomUUID().slice(0, 6)}` }));
     const senderServer = servers[0]!;
     const receiverServer = servers[servers.length - 1]!;
@@ -227,6 +236,7 @@ async function main(): Promise<void> {
       await s.exited;
     }
     await database?.drop().catch(() => undefined);
+    if (useRabbit) await deleteQueues(AMQP_URL, [sendQueue, deadLetterQueueOf(sendQueue)]).catch(() => undefined);
     if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
   }
 }

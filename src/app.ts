@@ -24,6 +24,7 @@ import { MemoryEventBus } from './bus/memory-event-bus.js';
 import { RabbitMqEventBus, type RabbitMqEventBusOptions } from './bus/rabbitmq-event-bus.js';
 import { type IngressChat, RabbitMqSendIngress, type RabbitMqSendIngressOptions } from './bus/rabbitmq-send-ingress.js';
 import { RealtimeGateway } from './realtime/realtime-gateway.js';
+import { UserRateLimiter } from './limits/user-rate-limiter.js';
 import { RealtimeEndpoints } from './realtime/realtime-endpoints.js';
 import type { StompConnectionOptions } from './realtime/stomp/stomp-connection.js';
 import { OutboxRelay, type OutboxRelayOptions, outboxCounts } from './outbox/outbox-relay.js';
@@ -160,6 +161,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     const ingress =
       config.bus.kind === 'rabbitmq'
         ? new RabbitMqSendIngress({
+            queue: config.bus.sendQueue,
             ...options.ingress,
             url: config.bus.url,
             instanceId: config.instanceId,
@@ -174,7 +176,15 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
       stack.push({ name: 'send-ingress', stop: () => ingress.stop() });
     }
 
-    const gateway = new RealtimeGateway({ chat, bus, verifier, metrics, logger: logger.child({ component: 'realtime' }), ingress });
+    const gateway = new RealtimeGateway({
+      chat,
+      bus,
+      verifier,
+      metrics,
+      logger: logger.child({ component: 'realtime' }),
+      ingress,
+      sendLimiter: new UserRateLimiter(config.rateLimitPerMinute, 'sends'),
+    });
     const realtime = new RealtimeEndpoints({
       handler: gateway,
       logger: logger.child({ component: 'realtime' }),
@@ -186,6 +196,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     const http = buildHttpServer({
       chat,
       verifier,
+      requestLimiter: new UserRateLimiter(config.rateLimitPerMinute, 'requests'),
       devIssuer,
       metrics,
       logger,

@@ -76,7 +76,7 @@ export interface RabbitMqSendIngressOptions {
   instanceId?: string;
   /** The send queue. Default `chat.send.queue`; tests use their own. */
   queue?: string;
-  /** The dead-letter queue. Default `chat.send.dead`. */
+  /** The dead-letter queue. Default: see deadLetterQueueOf (`chat.send.dead`). */
   deadLetterQueue?: string;
   /** Deliveries after which the broker dead-letters a message. Default 10. */
   deliveryLimit?: number;
@@ -105,6 +105,11 @@ export interface RabbitMqSendIngressDeps extends RabbitMqSendIngressOptions {
   /** Carries the outcomes that have no outbox row: repeat acks and failures. */
   bus: EventBus;
   metrics?: { messagesSent: { inc(labels: { transport: string; result: string }): void } };
+}
+
+/** `chat.send.queue` → `chat.send.dead` (DESIGN §6.3); any other name gets `.dead` appended. */
+export function deadLetterQueueOf(sendQueue: string): string {
+  return sendQueue.endsWith('.queue') ? `${sendQueue.slice(0, -'.queue'.length)}.dead` : `${sendQueue}.dead`;
 }
 
 /** The message on the send queue. */
@@ -160,7 +165,7 @@ export class RabbitMqSendIngress {
     this.deps = deps;
     this.log = deps.logger ?? silentBusLogger;
     this.queue = deps.queue ?? 'chat.send.queue';
-    this.deadLetterQueue = deps.deadLetterQueue ?? 'chat.send.dead';
+    this.deadLetterQueue = deps.deadLetterQueue ?? deadLetterQueueOf(this.queue);
     this.connectionName = `chat.ingress.${deps.instanceId ?? randomUUID()}`;
     this.deliveryLimit = deps.deliveryLimit ?? 10;
     this.prefetch = deps.prefetch ?? 64;

@@ -5,7 +5,7 @@
 import path from 'node:path';
 
 export type StoreConfig = { kind: 'pglite'; dataDir: string } | { kind: 'postgres'; url: string; poolSize: number };
-export type BusConfig = { kind: 'memory' } | { kind: 'rabbitmq'; url: string };
+export type BusConfig = { kind: 'memory' } | { kind: 'rabbitmq'; url: string; sendQueue: string };
 export type ProfilesConfig =
   | { kind: 'local' }
   | { kind: 'http'; baseUrl: string; privateKeyPem: string; issuer: string; audience: string; cacheTtlMs: number; cacheMax: number };
@@ -24,6 +24,8 @@ export interface Config {
   /** Browser origins allowed on /ws and by CORS; ['*'] allows any. */
   readonly allowedOrigins: readonly string[];
   readonly maxContentChars: number;
+  /** Per user and instance: /api requests per minute, and STOMP sends per minute; 0 = no limit. */
+  readonly rateLimitPerMinute: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly instanceId: string;
 }
@@ -72,6 +74,15 @@ function stringVar(env: Env, name: string): string | undefined {
   return raw === undefined || raw.trim() === '' ? undefined : raw.trim();
 }
 
+function queueNameVar(env: Env, name: string): string | undefined {
+  const value = stringVar(env, name);
+  // AMQP short strings; amq.* names are reserved by the broker.
+  if (value !== undefined && (!/^[\w.:-]{1,200}$/.test(value) || value.startsWith('amq.'))) {
+    throw new ConfigError(`${name}: "${value}" must be 1-200 letters, digits, '.', '_', ':' or '-', and not start with amq.`);
+  }
+  return value;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const dataDir = path.resolve(stringVar(env, 'DATA_DIR') ?? './data');
   const databaseUrl = urlVar(env, 'DATABASE_URL', ['postgres:', 'postgresql:']);
@@ -109,7 +120,7 @@ export function loadConfig(env: Env = process.env): Config {
     store: databaseUrl
       ? { kind: 'postgres', url: databaseUrl, poolSize: intVar(env, 'DATABASE_POOL_SIZE', 10, 1, 200) }
       : { kind: 'pglite', dataDir },
-    bus: amqpUrl ? { kind: 'rabbitmq', url: amqpUrl } : { kind: 'memory' },
+    bus: amqpUrl ? { kind: 'rabbitmq', url: amqpUrl, sendQueue: queueNameVar(env, 'SEND_QUEUE') ?? 'chat.send.queue' } : { kind: 'memory' },
     profiles:
       profileUrl && servicePrivateKey
         ? {
@@ -125,6 +136,7 @@ export function loadConfig(env: Env = process.env): Config {
     auth,
     allowedOrigins: origins,
     maxContentChars: intVar(env, 'MAX_CONTENT_CHARS', 4000, 1, 100_000),
+    rateLimitPerMinute: intVar(env, 'RATE_LIMIT_PER_MINUTE', 1200, 0, 10_000_000),
     logLevel: logLevel as Config['logLevel'],
     instanceId: stringVar(env, 'INSTANCE_ID') ?? `${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
   };
@@ -144,4 +156,5 @@ export const CONFIG_VARIABLES = [
   'PORT', 'HOST', 'DATA_DIR', 'DATABASE_URL', 'DATABASE_POOL_SIZE', 'AMQP_URL', 'PROFILE_SERVICE_URL',
   'SERVICE_JWT_PRIVATE_KEY', 'SERVICE_JWT_ISSUER', 'SERVICE_JWT_AUDIENCE', 'PROFILE_CACHE_TTL_MS', 'PROFILE_CACHE_MAX',
   'JWT_PUBLIC_KEY', 'JWT_JWKS_URL', 'JWT_ISSUER', 'JWT_AUDIENCE', 'ALLOWED_ORIGINS', 'MAX_CONTENT_CHARS', 'LOG_LEVEL', 'INSTANCE_ID',
+  'SEND_QUEUE', 'RATE_LIMIT_PER_MINUTE',
 ] as const;

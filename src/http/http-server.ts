@@ -14,6 +14,7 @@ import { requireEmail } from '../chat/validation.js';
 import type { TokenVerifier, VerifiedCaller } from '../auth/token-verifier.js';
 import type { DevTokenIssuer } from '../auth/dev-token-issuer.js';
 import type { Metrics } from '../observability/metrics.js';
+import type { UserRateLimiter } from '../limits/user-rate-limiter.js';
 import { sendProblem, toChatError } from './problem-details.js';
 import webPage from './web-page.js';
 import {
@@ -33,6 +34,8 @@ export const BODY_LIMIT_BYTES = 64 * 1024;
 export interface HttpServerDeps {
   chat: ChatService;
   verifier: TokenVerifier;
+  /** Each authenticated /api request takes one unit of its caller's budget. */
+  requestLimiter: UserRateLimiter;
   /** Present only in the embedded default: enables POST /dev/token. */
   devIssuer?: DevTokenIssuer;
   metrics: Metrics;
@@ -98,6 +101,8 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
     const match = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     if (!match) throw new ChatError('UNAUTHENTICATED', 'send Authorization: Bearer <token>');
     request.caller = await deps.verifier.verify(match[1]!);
+    // After verification: the budget belongs to a proven identity, not to whatever a token claims.
+    await deps.requestLimiter.take(request.caller.email);
   };
   const caller = (request: FastifyRequest): VerifiedCaller => {
     if (!request.caller) throw new ChatError('UNAUTHENTICATED');

@@ -54,7 +54,6 @@ export function toChatError(err: FastifyError | Error): ChatError {
       break;
   }
   if (err instanceof SyntaxError && fe.statusCode === 400) return new ChatError('MALFORMED_JSON', 'request body must be valid JSON');
-  if (fe.statusCode === 429) return new ChatError('RATE_LIMITED', 'too many requests, slow down');
   if (fe.statusCode === 413) return new ChatError('BODY_TOO_LARGE', 'request body is too large');
   if (fe.statusCode === 415) return new ChatError('UNSUPPORTED_MEDIA_TYPE', 'send application/json');
   if (fe.statusCode === 400) return new ChatError('VALIDATION_FAILED', fe.message);
@@ -64,5 +63,6 @@ export function toChatError(err: FastifyError | Error): ChatError {
 export function sendProblem(reply: FastifyReply, request: FastifyRequest, err: ChatError): FastifyReply {
   if (err.code === 'UNAUTHENTICATED') reply.header('www-authenticate', 'Bearer');
   if (err.status === 503) reply.header('retry-after', '1');
+  if (err.code === 'RATE_LIMITED' && typeof err.extra?.retryAfterSeconds === 'number') reply.header('retry-after', String(err.extra.retryAfterSeconds));
   return reply.code(err.status).type('application/problem+json').send(problemOf(err, request.url.split('?')[0]));
 }

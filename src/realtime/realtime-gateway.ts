@@ -15,6 +15,7 @@ import type { ChatEvent, Destination } from '../chat/chat-events.js';
 import type { BusEnvelope, EventBus } from '../chat/ports.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
+import type { UserRateLimiter } from '../limits/user-rate-limiter.js';
 import type { Principal, StompConnection, StompHandler, Subscription } from './stomp/stomp-connection.js';
 import { header, type StompFrame } from './stomp/stomp-frame.js';
 
@@ -48,6 +49,8 @@ export interface RealtimeGatewayDeps {
   logger: Logger;
   /** Defaults to calling the chat service directly. */
   ingress?: SendIngress;
+  /** Each SEND to /app/chat.send takes one unit of its sender's budget. */
+  sendLimiter: UserRateLimiter;
 }
 
 export class RealtimeGateway implements StompHandler {
@@ -162,6 +165,7 @@ export class RealtimeGateway implements StompHandler {
         };
         let result;
         try {
+          await this.deps.sendLimiter.take(caller.email);
           result = await this.ingress.submit(caller, request);
         } catch (err) {
           throw withClientMessageId(err, request.clientMessageId);

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import pg from 'pg';
-import { Connection } from 'rabbitmq-client';
+import { deleteQueues as deleteTestQueues } from '../../support/test-queues.js';
 import type { AppOptions } from '../../../src/app.js';
 import { startTestApp, type TestApp } from '../../support/test-app.js';
 
@@ -143,13 +143,7 @@ export async function startInstanceProcess(
 
 /** Deletes this run's send queues, and any other queues named (say, those of killed instances). */
 export async function deleteQueues(amqpUrl: string, shared: Pick<ClusterShared, 'queue' | 'deadLetterQueue'>, others: readonly string[] = []): Promise<void> {
-  const conn = new Connection({ url: amqpUrl, retryLow: 100, retryHigh: 500 });
-  conn.on('error', () => undefined);
-  try {
-    for (const queue of [shared.queue, shared.deadLetterQueue, ...others]) await conn.queueDelete({ queue });
-  } finally {
-    await conn.close();
-  }
+  await deleteTestQueues(amqpUrl, [shared.queue, shared.deadLetterQueue, ...others]);
 }
 
 /** The instance queue a child process's event bus declared (from its start-up log). */
