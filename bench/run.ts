@@ -121,6 +121,10 @@ async function main(): Promise<void> {
 
     const sentAt = new Map<string, number>();
     const deliverLatency: number[] = [];
+    // Distinct ids: delivery is at least once, so a duplicate must not hide a lost message.
+    const deliveredIds = new Set<string>();
+    const splitIn: number[] = [];
+    const splitOut: number[] = [];
     const ackLatency: number[] = [];
     let acked = 0;
     let delivered = 0;
@@ -135,6 +139,14 @@ async function main(): Promise<void> {
           if (t0 !== undefined && measuring) {
             deliverLatency.push(performance.now() - t0);
             delivered++;
+            deliveredIds.add(id);
+            if (env.BENCH_SPLIT) {
+              // The message's sentAt is the service's clock when it took the send: same machine, same clock.
+              const accepted = Date.parse((JSON.parse(frame.body.toString()) as { sentAt: string }).sentAt);
+              const wall = Date.now();
+              splitIn.push(accepted - (wall - (performance.now() - t0)));
+              splitOut.push(wall - accepted);
+            }
           }
         });
         let inFlight = 0;
@@ -193,6 +205,9 @@ async function main(): Promise<void> {
     const rate = Number(env.BENCH_RATE ?? Math.max(100, Math.round(throughput.acked * 0.6 / 100) * 100));
     deliverLatency.length = 0;
     ackLatency.length = 0;
+    splitIn.length = 0;
+    splitOut.length = 0;
+    deliveredIds.clear();
     acked = 0;
     delivered = 0;
     rateLimited = true;
@@ -214,8 +229,12 @@ async function main(): Promise<void> {
     await settle();
     const elapsed2 = (performance.now() - t2) / 1000;
     measuring = false;
-    const fixed = { sent: sent2 / elapsed2, deliver: [...deliverLatency].sort((a, b) => a - b), lost: sent2 - delivered };
+    const fixed = { sent: sent2 / elapsed2, deliver: [...deliverLatency].sort((a, b) => a - b), lost: sent2 - deliveredIds.size };
 
+    if (env.BENCH_SPLIT) {
+      const q = (xs: number[], p: number) => fmt(percentile([...xs].sort((a, b) => a - b), p));
+      console.log(`open loop split: client→service accepted p50 ${q(splitIn, 0.5)} ms p99 ${q(splitIn, 0.99)} ms; accepted→delivered p50 ${q(splitOut, 0.5)} ms p99 ${q(splitOut, 0.99)} ms`);
+    }
     if (env.BENCH_DEBUG) {
       const metrics = await (await fetch(`${senderServer.url}/metrics`)).text();
       console.log(metrics.split('\n').filter((l) => /^chat_(outbox_publish_lag|outbox_published|messages_sent)/.test(l)).join('\n'));
