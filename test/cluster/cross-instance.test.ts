@@ -18,7 +18,7 @@ import { LocalProfileDirectory } from '../../src/profiles/local-profile-director
 import { PgDatabase } from '../../src/store/postgres/pg-database.js';
 import { PostgresMessageStore } from '../../src/store/postgres/postgres-message-store.js';
 import { createTestDatabase, infra, type TestDatabase } from '../support/infra.js';
-import { connectStomp, type TestStompClient } from '../support/stomp-client.js';
+import { connectStomp, type StompTransportKind, type TestStompClient } from '../support/stomp-client.js';
 import type { TestApp } from '../support/test-app.js';
 import { api, type ClusterShared, deleteQueues, newUser, openSession, sharedCluster, startInstance, type User } from './support/cluster.js';
 import { LedgerLoad } from './support/load.js';
@@ -44,8 +44,8 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('two instances, one se
     await database?.drop();
   });
 
-  async function connect(instance: TestApp, user: User): Promise<TestStompClient> {
-    const client = await connectStomp({ baseUrl: instance.url, token: user.token });
+  async function connect(instance: TestApp, user: User, transport: StompTransportKind = 'ws'): Promise<TestStompClient> {
+    const client = await connectStomp({ baseUrl: instance.url, token: user.token, transport });
     clients.push(client);
     return client;
   }
@@ -56,10 +56,11 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('two instances, one se
     return { alice, bob, sessionId, topic: `/topic/session.${sessionId}` };
   }
 
-  it('delivers both ways across instances: session topic, /user/queue/messages and acks', async () => {
+  // Browsers use SockJS, mobile apps a plain WebSocket; a pair may mix them across instances.
+  it.each(['ws', 'sockjs-xhr-streaming'] as const)('delivers both ways across instances: session topic, /user/queue/messages and acks (bob over %s)', async (transport) => {
     const s = await scene();
     const alice = await connect(one, s.alice);
-    const bob = await connect(two, s.bob);
+    const bob = await connect(two, s.bob, transport);
     for (const c of [alice, bob]) for (const d of [s.topic, '/user/queue/messages', '/user/queue/ack']) await c.subscribe(d);
 
     const hello = randomUUID();
