@@ -20,10 +20,20 @@ export async function startServiceProcess(env: Record<string, string>, timeoutMs
     env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  const { url, output, exited } = await waitUntilStarted(child, 'service', timeoutMs);
+  return { url, child, output, exited };
+}
+
+/** Resolves with the URL a child chat-service logs once it listens; rejects if it exits or times out first. */
+export async function waitUntilStarted(
+  child: ChildProcess,
+  what: string,
+  timeoutMs: number,
+): Promise<{ url: string; output: () => string; exited: Promise<number | string> }> {
   let out = '';
   const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`service did not start in ${timeoutMs} ms:\n${out}`)), timeoutMs);
+    const timer = setTimeout(() => reject(new Error(`${what} did not start in ${timeoutMs} ms:\n${out}`)), timeoutMs);
     const onData = (chunk: Buffer): void => {
       out += chunk.toString();
       const match = /"url":"(http:\/\/[^"]+)"[^\n]*"msg":"chat-service started"/.exec(out);
@@ -36,8 +46,8 @@ export async function startServiceProcess(env: Record<string, string>, timeoutMs
     child.stderr!.on('data', onData);
     void exited.then((code) => {
       clearTimeout(timer);
-      reject(new Error(`service exited (${code}) before starting:\n${out}`));
+      reject(new Error(`${what} exited (${code}) before starting:\n${out}`));
     });
   });
-  return { url, child, output: () => out, exited };
+  return { url, output: () => out, exited };
 }

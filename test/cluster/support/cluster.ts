@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import pg from 'pg';
 import { deleteQueues as deleteTestQueues } from '../../support/test-queues.js';
+import { waitUntilStarted } from '../../support/service-process.js';
 import type { AppOptions } from '../../../src/app.js';
 import { startTestApp, type TestApp } from '../../support/test-app.js';
 
@@ -109,30 +110,11 @@ export async function startInstanceProcess(
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let out = '';
-  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
-  const timeoutMs = options.timeoutMs ?? 60_000;
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`instance did not start in ${timeoutMs} ms:\n${out}`)), timeoutMs);
-    const onData = (chunk: Buffer): void => {
-      out += chunk.toString();
-      const match = /"url":"(http:\/\/[^"]+)"[^\n]*"msg":"chat-service started"/.exec(out);
-      if (match) {
-        clearTimeout(timer);
-        resolve(match[1]!);
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`instance exited (${code}) before starting:\n${out}`));
-    });
-  });
+  const { url, output, exited } = await waitUntilStarted(child, 'instance', options.timeoutMs ?? 60_000);
   return {
     url,
     child,
-    output: () => out,
+    output,
     exited,
     async kill() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
