@@ -26,6 +26,7 @@ import { type IngressChat, RabbitMqSendIngress, type RabbitMqSendIngressOptions 
 import { RealtimeGateway } from './realtime/realtime-gateway.js';
 import { UserRateLimiter } from './limits/user-rate-limiter.js';
 import { RealtimeEndpoints } from './realtime/realtime-endpoints.js';
+import { compileTrustProxy } from './realtime/client-address.js';
 import type { StompConnectionOptions } from './realtime/stomp/stomp-connection.js';
 import { OutboxRelay, type OutboxRelayOptions, outboxCounts } from './outbox/outbox-relay.js';
 
@@ -38,6 +39,8 @@ export interface App {
   readonly devIssuer: DevTokenIssuer | undefined;
   stop(): Promise<void>;
 }
+
+const isLoopback = (host: string): boolean => host === 'localhost' || host === '::1' || /^127\./.test(host);
 
 export function assertNever(value: never): never {
   throw new Error(`unexpected variant: ${JSON.stringify(value)}`);
@@ -74,12 +77,13 @@ function buildVerifier(config: Config, devIssuer: DevTokenIssuer | undefined): T
   const auth = config.auth;
   switch (auth.kind) {
     case 'dev':
-      return new JwtTokenVerifier({ key: { kind: 'key', key: devIssuer!.publicKey }, issuer: DEV_ISSUER, audience: DEV_AUDIENCE });
+      return new JwtTokenVerifier({ key: { kind: 'key', key: devIssuer!.publicKey }, issuer: DEV_ISSUER, audience: DEV_AUDIENCE, maxAgeSec: auth.maxAgeSec });
     case 'jwt':
       return new JwtTokenVerifier({
         key: auth.jwksUrl ? { kind: 'jwks', url: auth.jwksUrl } : { kind: 'pem', pem: auth.publicKeyPem! },
         issuer: auth.issuer,
         audience: auth.audience,
+        maxAgeSec: auth.maxAgeSec,
       });
     default:
       return assertNever(auth);
@@ -176,6 +180,8 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
       stack.push({ name: 'send-ingress', stop: () => ingress.stop() });
     }
 
+    // One per-user send budget for REST and STOMP sends, so switching transports buys no extra sends.
+    const sendLimiter = new UserRateLimiter(config.rateLimitPerMinute, 'sends');
     const gateway = new RealtimeGateway({
       chat,
       bus,
@@ -183,24 +189,36 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
       metrics,
       logger: logger.child({ component: 'realtime' }),
       ingress,
-      sendLimiter: new UserRateLimiter(config.rateLimitPerMinute, 'sends'),
+      sendLimiter,
+      maxConnectionsPerUser: config.stompLimits.maxConnectionsPerUser,
     });
+    // One rule for the client address everywhere: Fastify's request.ip and the /ws limits and bindings.
+    const trustProxy = compileTrustProxy(config.trustProxy);
     const realtime = new RealtimeEndpoints({
       handler: gateway,
       logger: logger.child({ component: 'realtime' }),
       metrics,
       allowedOrigins: config.allowedOrigins,
-      stomp: options.stomp,
+      trustProxy,
+      pending: { max: config.maxPendingConnections, maxPerAddress: config.maxPendingConnectionsPerAddress },
+      stomp: {
+        framesPerSecond: config.stompLimits.framesPerSecond,
+        frameBurst: config.stompLimits.frameBurst,
+        idleTimeoutMs: config.stompLimits.idleTimeoutMs,
+        ...options.stomp,
+      },
     });
 
     const http = buildHttpServer({
       chat,
       verifier,
       requestLimiter: new UserRateLimiter(config.rateLimitPerMinute, 'requests'),
+      sendLimiter,
       devIssuer,
       metrics,
       logger,
       allowedOrigins: config.allowedOrigins,
+      trustProxy,
       interceptRequest: (req, res) => realtime.handleRequest(req, res),
       readiness: async () => ({
         database: await db.ping().then(
@@ -231,8 +249,13 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
       },
       'chat-service started',
     );
-    if (config.auth.kind === 'dev' && config.store.kind === 'postgres') {
-      logger.warn('dev token issuer is enabled (no JWT_PUBLIC_KEY or JWT_JWKS_URL): anyone can mint tokens; never run this in production');
+    if (config.auth.kind === 'dev' && (config.store.kind === 'postgres' || !isLoopback(config.host))) {
+      logger.warn(
+        { host: config.host },
+        isLoopback(config.host)
+          ? 'dev token issuer is enabled (no JWT_PUBLIC_KEY or JWT_JWKS_URL): anyone can mint tokens; never run this in production'
+          : 'dev token issuer is enabled and HOST is reachable from other machines: anyone who reaches it can mint a token for any user',
+      );
     }
     return { config, http, url, devIssuer, stop: stopAll };
   } catch (err) {

@@ -1,13 +1,21 @@
 /**
  * Verifies client JWTs the way an identity provider issues them: RS256 or ES256 only (never `none`,
- * never HMAC with a public key as secret), `exp` required, `iss`/`aud` checked when configured,
- * 30 s of clock tolerance. The caller's identity is the `email` claim, or `sub` when it is an email.
+ * never HMAC with a public key as secret), `exp` required, `iss`/`aud` checked (production requires
+ * both, see config), 30 s of clock tolerance, and a token may live at most `maxAgeSec` (`exp - iat`):
+ * a leaked token with a far expiry is not a key for ever.
+ *
+ * Identity: the `email` claim, or `sub` when it is an email; an `email_verified: false` claim refuses
+ * the token (the IdP says the address is not proven to be the user's). The email must be in NFC and
+ * is compared with ASCII letters lower-cased only (validation.ts), so no Unicode folding can turn
+ * one user's address into another's. Every claim the service keeps (email, name) must be
+ * well-formed text; anything else is a 401, never a failed write later.
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { createRemoteJWKSet, errors as joseErrors, type JWTPayload, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import { ChatError } from '../chat/chat-errors.js';
 import type { Caller } from '../chat/chat-service.js';
-import { isEmail, normalizeEmail } from '../chat/validation.js';
+import { isWellFormedText } from '../chat/text-rules.js';
+import { isEmail, normalizeEmail, requireDisplayName } from '../chat/validation.js';
 
 export interface VerifiedCaller extends Caller {
   readonly expiresAt: Date;
@@ -25,6 +33,8 @@ export interface JwtVerifierOptions {
   issuer?: string;
   audience?: string;
   clockToleranceSec?: number;
+  /** Longest lifetime (`exp - iat`, or `exp - now` without `iat`) a token may have; unset: no limit. */
+  maxAgeSec?: number;
 }
 
 const MAX_TOKEN_LENGTH = 8192;
@@ -62,17 +72,36 @@ export class JwtTokenVerifier implements TokenVerifier {
     } catch (err) {
       throw new ChatError('UNAUTHENTICATED', describeJoseError(err), undefined, { cause: err });
     }
+    const exp = payload.exp!;
+    const maxAge = this.options.maxAgeSec;
+    if (maxAge !== undefined) {
+      const issuedAt = typeof payload.iat === 'number' ? payload.iat : Date.now() / 1000;
+      if (exp - issuedAt > maxAge) throw new ChatError('UNAUTHENTICATED', `token lifetime exceeds the ${maxAge} s this service accepts`);
+    }
+    if (payload.email_verified === false) throw new ChatError('UNAUTHENTICATED', 'token email is not verified (email_verified is false)');
     const email = identityOf(payload);
     if (!email) throw new ChatError('UNAUTHENTICATED', 'token has no email identity (email claim, or sub that is an email)');
-    const name = typeof payload.name === 'string' && payload.name.trim() ? payload.name.trim().slice(0, 100) : undefined;
-    return { email, displayName: name, expiresAt: new Date(payload.exp! * 1000) };
+    return { email, displayName: displayNameOf(payload), expiresAt: new Date(exp * 1000) };
   }
 }
 
 function identityOf(payload: JWTPayload): string | undefined {
-  if (isEmail(payload.email)) return normalizeEmail(payload.email);
+  // A present but unusable email claim is refused outright rather than falling back to `sub`.
+  if (payload.email !== undefined) return isEmail(payload.email) ? normalizeEmail(payload.email) : undefined;
   if (isEmail(payload.sub)) return normalizeEmail(payload.sub);
   return undefined;
+}
+
+function displayNameOf(payload: JWTPayload): string | undefined {
+  if (payload.name === undefined || payload.name === null) return undefined;
+  if (typeof payload.name !== 'string' || !isWellFormedText(payload.name)) throw new ChatError('UNAUTHENTICATED', 'token claim "name" is not well-formed text');
+  let name: string;
+  try {
+    name = requireDisplayName('name', payload.name);
+  } catch {
+    throw new ChatError('UNAUTHENTICATED', 'token claim "name" holds control characters');
+  }
+  return name || undefined;
 }
 
 function describeJoseError(err: unknown): string {

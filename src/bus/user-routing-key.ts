@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
+import { normalizeEmail } from '../chat/validation.js';
 
-/** Bus identity of a user: emails are case-insensitive (ports.ts: recipients are lower-cased). */
-export const normaliseUserEmail = (email: string): string => email.toLowerCase();
+/** Bus identity of a user: the one comparison form of an email the rest of the service uses. */
+export const normaliseUserEmail = normalizeEmail;
 
 /**
  * The topic routing key that carries events for one user: `{prefix}.{32 hex chars}`.

@@ -8,6 +8,7 @@ export const CHAT_ERROR_CATALOGUE = {
   VALIDATION_FAILED: { status: 400, title: 'Request is not valid' },
   MALFORMED_JSON: { status: 400, title: 'Request body is not valid JSON' },
   CONTENT_EMPTY: { status: 400, title: 'Message content is empty' },
+  INVALID_CONTENT: { status: 400, title: 'Text is not well-formed' },
   CONTENT_TOO_LONG: { status: 413, title: 'Message content is too long' },
   SELF_CHAT: { status: 400, title: 'A session needs two different people' },
   INTENT_MISMATCH: { status: 400, title: 'Intent does not match the session' },
@@ -25,10 +26,15 @@ export const CHAT_ERROR_CATALOGUE = {
   BODY_TOO_LARGE: { status: 413, title: 'Request body is too large' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, title: 'Unsupported media type' },
   RATE_LIMITED: { status: 429, title: 'Too many requests' },
+  TOO_MANY_FRAMES: { status: 429, title: 'Too many frames on one connection' },
+  TOO_MANY_CONNECTIONS: { status: 429, title: 'Too many connections for one user' },
+  IDLE_TIMEOUT: { status: 408, title: 'Connection idle for too long' },
   INTERNAL: { status: 500, title: 'Internal error' },
   STORE_UNAVAILABLE: { status: 503, title: 'Message store unavailable' },
   PROFILE_SERVICE_UNAVAILABLE: { status: 503, title: 'Profile service unavailable' },
   BUS_UNAVAILABLE: { status: 503, title: 'Event bus unavailable' },
+  TOO_MANY_PENDING_CONNECTIONS: { status: 503, title: 'Too many connections waiting to authenticate' },
+  TOO_MANY_PENDING_FROM_ADDRESS: { status: 429, title: 'Too many connections waiting to authenticate from this address' },
 } as const satisfies Record<string, { status: number; title: string }>;
 
 export type ChatErrorCode = keyof typeof CHAT_ERROR_CATALOGUE;

@@ -9,7 +9,7 @@ const privatePem = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKe
 describe('loadConfig', () => {
   it('runs embedded with no configuration at all', () => {
     const config = loadConfig({});
-    expect(config).toMatchObject({ port: 8080, host: '0.0.0.0', store: { kind: 'pglite' }, bus: { kind: 'memory' }, profiles: { kind: 'local' }, auth: { kind: 'dev' }, allowedOrigins: ['*'], maxContentChars: 4000, rateLimitPerMinute: 1200, logLevel: 'info' });
+    expect(config).toMatchObject({ port: 8080, host: '127.0.0.1', store: { kind: 'pglite' }, bus: { kind: 'memory' }, profiles: { kind: 'local' }, auth: { kind: 'dev' }, allowedOrigins: ['*'], maxContentChars: 4000, rateLimitPerMinute: 1200, logLevel: 'info' });
     expect(Object.isFrozen(config) && Object.isFrozen(config.store)).toBe(true);
   });
 
@@ -20,12 +20,15 @@ describe('loadConfig', () => {
       PROFILE_SERVICE_URL: 'http://profiles:9000/',
       SERVICE_JWT_PRIVATE_KEY: privatePem.replaceAll('\n', '\\n'),
       JWT_PUBLIC_KEY: publicPem,
+      JWT_ISSUER: 'https://idp.example.com',
+      JWT_AUDIENCE: 'chat',
       ALLOWED_ORIGINS: 'https://chat.example.com, https://m.example.com',
     });
     expect(config.store).toMatchObject({ kind: 'postgres', url: 'postgres://u@db:5432/chat' });
     expect(config.bus).toEqual({ kind: 'rabbitmq', url: 'amqp://guest:guest@mq:5672', sendQueue: 'chat.send.queue' });
     expect(config.profiles).toMatchObject({ kind: 'http', baseUrl: 'http://profiles:9000', cacheTtlMs: 900_000, cacheMax: 50_000 });
-    expect(config.auth).toMatchObject({ kind: 'jwt', publicKeyPem: publicPem });
+    expect(config.auth).toMatchObject({ kind: 'jwt', publicKeyPem: publicPem, issuer: 'https://idp.example.com', audience: 'chat', maxAgeSec: 86_400 });
+    expect(config.host).toBe('0.0.0.0');
     expect(config.allowedOrigins).toEqual(['https://chat.example.com', 'https://m.example.com']);
   });
 
@@ -44,6 +47,10 @@ describe('loadConfig', () => {
     [{ PROFILE_SERVICE_URL: 'http://profiles' }, /^SERVICE_JWT_PRIVATE_KEY: required/],
     [{ JWT_PUBLIC_KEY: 'abc' }, /^JWT_PUBLIC_KEY: must be a PEM/],
     [{ JWT_PUBLIC_KEY: publicPem, JWT_JWKS_URL: 'https://idp/jwks' }, /^JWT_PUBLIC_KEY: set either/],
+    [{ JWT_PUBLIC_KEY: publicPem, JWT_AUDIENCE: 'chat' }, /^JWT_ISSUER: required with JWT_PUBLIC_KEY/],
+    [{ JWT_JWKS_URL: 'https://idp/jwks', JWT_ISSUER: 'https://idp' }, /^JWT_AUDIENCE: required with JWT_JWKS_URL/],
+    [{ JWT_MAX_AGE: 'a day' }, /^JWT_MAX_AGE: must be a duration/],
+    [{ JWT_MAX_AGE: '10' }, /^JWT_MAX_AGE: must be between/],
     [{ MAX_CONTENT_CHARS: '0' }, /^MAX_CONTENT_CHARS:/],
     [{ AMQP_URL: 'amqp://mq', SEND_QUEUE: 'amq.send' }, /^SEND_QUEUE:/],
     [{ AMQP_URL: 'amqp://mq', SEND_QUEUE: 'chat send' }, /^SEND_QUEUE:/],
@@ -56,7 +63,18 @@ describe('loadConfig', () => {
   });
 
   it('allows no browser origin by default with production auth', () => {
-    expect(loadConfig({ JWT_PUBLIC_KEY: publicPem }).allowedOrigins).toEqual([]);
+    expect(loadConfig({ JWT_PUBLIC_KEY: publicPem, JWT_ISSUER: 'https://idp', JWT_AUDIENCE: 'chat' }).allowedOrigins).toEqual([]);
+  });
+
+  it('reads JWT_MAX_AGE as seconds or with a unit', () => {
+    expect(loadConfig({ JWT_MAX_AGE: '3600' }).auth.maxAgeSec).toBe(3600);
+    expect(loadConfig({ JWT_MAX_AGE: '90m' }).auth.maxAgeSec).toBe(5400);
+    expect(loadConfig({ JWT_MAX_AGE: '7d' }).auth.maxAgeSec).toBe(604_800);
+  });
+
+  it('listens on loopback only with the dev token issuer, unless HOST says otherwise', () => {
+    expect(loadConfig({}).host).toBe('127.0.0.1');
+    expect(loadConfig({ HOST: '0.0.0.0' }).host).toBe('0.0.0.0');
   });
 
   it('is documented: the README configuration table lists every variable', () => {

@@ -3,6 +3,7 @@
  * reads process.env. Every error names the variable, so a bad deployment fails at start-up.
  */
 import path from 'node:path';
+import proxyAddr from '@fastify/proxy-addr';
 
 export type StoreConfig = { kind: 'pglite'; dataDir: string } | { kind: 'postgres'; url: string; poolSize: number };
 export type BusConfig = { kind: 'memory' } | { kind: 'rabbitmq'; url: string; sendQueue: string };
@@ -10,8 +11,8 @@ export type ProfilesConfig =
   | { kind: 'local' }
   | { kind: 'http'; baseUrl: string; privateKeyPem: string; issuer: string; audience: string; cacheTtlMs: number; cacheMax: number };
 export type AuthConfig =
-  | { kind: 'dev'; dataDir: string }
-  | { kind: 'jwt'; publicKeyPem?: string; jwksUrl?: string; issuer?: string; audience?: string };
+  | { kind: 'dev'; dataDir: string; maxAgeSec: number }
+  | { kind: 'jwt'; publicKeyPem?: string; jwksUrl?: string; issuer: string; audience: string; maxAgeSec: number };
 
 export interface Config {
   readonly port: number;
@@ -24,10 +25,28 @@ export interface Config {
   /** Browser origins allowed on /ws and by CORS; ['*'] allows any. */
   readonly allowedOrigins: readonly string[];
   readonly maxContentChars: number;
-  /** Per user and instance: /api requests per minute, and STOMP sends per minute; 0 = no limit. */
+  /** Per user and instance: /api requests per minute, and sends (REST and STOMP together) per minute; 0 = no limit. */
   readonly rateLimitPerMinute: number;
+  /** STOMP abuse limits, per instance. */
+  readonly stompLimits: StompLimitsConfig;
+  /** Peers whose X-Forwarded-For is believed (for client addresses); empty = none. */
+  readonly trustProxy: readonly string[];
+  /** Real-time connections not yet authenticated, per instance and per client address. */
+  readonly maxPendingConnections: number;
+  readonly maxPendingConnectionsPerAddress: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly instanceId: string;
+}
+
+export interface StompLimitsConfig {
+  /** Sustained frames per second per connection; 0 = no frame budget. */
+  readonly framesPerSecond: number;
+  /** Frames per connection at once above the sustained rate. */
+  readonly frameBurst: number;
+  /** Open STOMP connections per user. */
+  readonly maxConnectionsPerUser: number;
+  /** Silence after which a connection without agreed heart-beats is closed; 0 = never. */
+  readonly idleTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -69,6 +88,33 @@ function pemVar(env: Env, name: string, kind: 'PUBLIC KEY' | 'PRIVATE KEY'): str
   return pem;
 }
 
+/** A duration in seconds: a plain number of seconds, or a number with s, m, h or d. */
+function durationSecVar(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = stringVar(env, name);
+  if (raw === undefined) return fallback;
+  const match = /^(\d+)\s*([smhd]?)$/.exec(raw);
+  if (!match) throw new ConfigError(`${name}: must be a duration like 86400, 90m, 24h or 7d, got "${raw}"`);
+  const value = Number(match[1]) * { '': 1, s: 1, m: 60, h: 3600, d: 86400 }[match[2] as '' | 's' | 'm' | 'h' | 'd'];
+  if (value < min || value > max) throw new ConfigError(`${name}: must be between ${min} s and ${max} s, got ${value} s`);
+  return value;
+}
+
+/** Trusted proxies: `false`, or comma-separated addresses, CIDRs, `loopback`, `linklocal`, `uniquelocal`. */
+function trustProxyVar(env: Env, name: string): string[] {
+  const raw = stringVar(env, name) ?? 'loopback';
+  if (raw.toLowerCase() === 'false') return [];
+  if (raw.toLowerCase() === 'true') {
+    throw new ConfigError(`${name}: "true" would believe any client's X-Forwarded-For; list your proxies (addresses, CIDRs, loopback, linklocal, uniquelocal) or say false`);
+  }
+  const entries = raw.split(',').map((e) => e.trim()).filter(Boolean);
+  try {
+    proxyAddr.compile(entries);
+  } catch (err) {
+    throw new ConfigError(`${name}: ${(err as Error).message} (expected addresses, CIDRs, loopback, linklocal, uniquelocal, or false)`);
+  }
+  return entries;
+}
+
 function stringVar(env: Env, name: string): string | undefined {
   const raw = env[name];
   return raw === undefined || raw.trim() === '' ? undefined : raw.trim();
@@ -98,10 +144,19 @@ export function loadConfig(env: Env = process.env): Config {
   const logLevel = stringVar(env, 'LOG_LEVEL') ?? 'info';
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) throw new ConfigError(`LOG_LEVEL: must be one of ${LOG_LEVELS.join(', ')}`);
 
-  const auth: AuthConfig =
-    jwtPublicKey || jwksUrl
-      ? { kind: 'jwt', publicKeyPem: jwtPublicKey, jwksUrl, issuer: stringVar(env, 'JWT_ISSUER'), audience: stringVar(env, 'JWT_AUDIENCE') }
-      : { kind: 'dev', dataDir };
+  const maxAgeSec = durationSecVar(env, 'JWT_MAX_AGE', 24 * 3600, 60, 366 * 86400);
+  let auth: AuthConfig;
+  if (jwtPublicKey || jwksUrl) {
+    // Without both, a token minted by the same IdP for any other application would be accepted here.
+    const issuer = stringVar(env, 'JWT_ISSUER');
+    const audience = stringVar(env, 'JWT_AUDIENCE');
+    const keyVar = jwtPublicKey ? 'JWT_PUBLIC_KEY' : 'JWT_JWKS_URL';
+    if (!issuer) throw new ConfigError(`JWT_ISSUER: required with ${keyVar} (the iss your identity provider puts in client tokens)`);
+    if (!audience) throw new ConfigError(`JWT_AUDIENCE: required with ${keyVar} (the aud your identity provider issues for this service)`);
+    auth = { kind: 'jwt', publicKeyPem: jwtPublicKey, jwksUrl, issuer, audience, maxAgeSec };
+  } else {
+    auth = { kind: 'dev', dataDir, maxAgeSec };
+  }
 
   const origins = (stringVar(env, 'ALLOWED_ORIGINS') ?? (auth.kind === 'dev' ? '*' : ''))
     .split(',')
@@ -115,7 +170,8 @@ export function loadConfig(env: Env = process.env): Config {
 
   const config: Config = {
     port: intVar(env, 'PORT', 8080, 0, 65535),
-    host: stringVar(env, 'HOST') ?? '0.0.0.0',
+    // Anyone who reaches the dev issuer can mint a token for any user: by default only this machine can.
+    host: stringVar(env, 'HOST') ?? (auth.kind === 'dev' ? '127.0.0.1' : '0.0.0.0'),
     dataDir,
     store: databaseUrl
       ? { kind: 'postgres', url: databaseUrl, poolSize: intVar(env, 'DATABASE_POOL_SIZE', 10, 1, 200) }
@@ -137,6 +193,15 @@ export function loadConfig(env: Env = process.env): Config {
     allowedOrigins: origins,
     maxContentChars: intVar(env, 'MAX_CONTENT_CHARS', 4000, 1, 100_000),
     rateLimitPerMinute: intVar(env, 'RATE_LIMIT_PER_MINUTE', 1200, 0, 10_000_000),
+    stompLimits: {
+      framesPerSecond: intVar(env, 'STOMP_FRAMES_PER_SECOND', 500, 0, 1_000_000),
+      frameBurst: intVar(env, 'STOMP_FRAME_BURST', 1000, 1, 10_000_000),
+      maxConnectionsPerUser: intVar(env, 'MAX_CONNECTIONS_PER_USER', 20, 1, 1_000_000),
+      idleTimeoutMs: intVar(env, 'STOMP_IDLE_TIMEOUT_MS', 120_000, 0, 24 * 3600_000),
+    },
+    trustProxy: trustProxyVar(env, 'TRUST_PROXY'),
+    maxPendingConnections: intVar(env, 'MAX_PENDING_CONNECTIONS', 1000, 1, 1_000_000),
+    maxPendingConnectionsPerAddress: intVar(env, 'MAX_PENDING_CONNECTIONS_PER_ADDRESS', 100, 1, 1_000_000),
     logLevel: logLevel as Config['logLevel'],
     instanceId: stringVar(env, 'INSTANCE_ID') ?? `${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
   };
@@ -156,5 +221,7 @@ export const CONFIG_VARIABLES = [
   'PORT', 'HOST', 'DATA_DIR', 'DATABASE_URL', 'DATABASE_POOL_SIZE', 'AMQP_URL', 'PROFILE_SERVICE_URL',
   'SERVICE_JWT_PRIVATE_KEY', 'SERVICE_JWT_ISSUER', 'SERVICE_JWT_AUDIENCE', 'PROFILE_CACHE_TTL_MS', 'PROFILE_CACHE_MAX',
   'JWT_PUBLIC_KEY', 'JWT_JWKS_URL', 'JWT_ISSUER', 'JWT_AUDIENCE', 'ALLOWED_ORIGINS', 'MAX_CONTENT_CHARS', 'LOG_LEVEL', 'INSTANCE_ID',
-  'SEND_QUEUE', 'RATE_LIMIT_PER_MINUTE',
+  'SEND_QUEUE', 'RATE_LIMIT_PER_MINUTE', 'STOMP_FRAMES_PER_SECOND', 'STOMP_FRAME_BURST', 'MAX_CONNECTIONS_PER_USER',
+  'STOMP_IDLE_TIMEOUT_MS', 'JWT_MAX_AGE',
+  'TRUST_PROXY', 'MAX_PENDING_CONNECTIONS', 'MAX_PENDING_CONNECTIONS_PER_ADDRESS',
 ] as const;

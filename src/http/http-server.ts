@@ -10,7 +10,8 @@ import type { Static, TypeBoxTypeProvider } from '@fastify/type-provider-typebox
 import type { Logger } from 'pino';
 import { ChatError } from '../chat/chat-errors.js';
 import type { ChatService } from '../chat/chat-service.js';
-import { requireEmail } from '../chat/validation.js';
+import { findMalformedText } from '../chat/text-rules.js';
+import { requireDisplayName, requireEmail } from '../chat/validation.js';
 import type { TokenVerifier, VerifiedCaller } from '../auth/token-verifier.js';
 import type { DevTokenIssuer } from '../auth/dev-token-issuer.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -36,6 +37,8 @@ export interface HttpServerDeps {
   verifier: TokenVerifier;
   /** Each authenticated /api request takes one unit of its caller's budget. */
   requestLimiter: UserRateLimiter;
+  /** Each send takes one unit of its sender's send budget, the one STOMP sends take from too. */
+  sendLimiter: UserRateLimiter;
   /** Present only in the embedded default: enables POST /dev/token. */
   devIssuer?: DevTokenIssuer;
   metrics: Metrics;
@@ -43,6 +46,8 @@ export interface HttpServerDeps {
   allowedOrigins: readonly string[];
   /** Sees every raw request first and returns true for those it answered itself (the SockJS endpoint). */
   interceptRequest?: (req: IncomingMessage, res: ServerResponse) => boolean;
+  /** Which peers' X-Forwarded-For to believe for request.ip (TRUST_PROXY); none when absent. */
+  trustProxy?: (address: string, hop: number) => boolean;
   /** Resolves when every dependency needed to serve is reachable; rejects saying which is not. */
   readiness: () => Promise<Record<string, 'up' | 'down'>>;
 }
@@ -58,7 +63,7 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
     loggerInstance: deps.logger.child({ component: 'http' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT_BYTES,
-    trustProxy: true,
+    trustProxy: deps.trustProxy ?? false,
     requestIdHeader: 'x-request-id',
     serverFactory: (handler) =>
       http.createServer((req, res) => {
@@ -89,6 +94,15 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
     else request.log.debug({ route, status: reply.statusCode, ms: reply.elapsedTime }, 'request');
   });
 
+  // Before any schema or rule sees them: a NUL or lone surrogate anywhere in the body, the query or
+  // the path is refused as such, so no malformed string can reach SQL through a field we forgot.
+  app.addHook('preValidation', async (request) => {
+    const field = findMalformedText(request.body, '') ?? findMalformedText(request.query, '') ?? findMalformedText(request.params, '');
+    if (field !== undefined) {
+      throw new ChatError('INVALID_CONTENT', `${field || 'request'} must be well-formed Unicode text (no NUL, no lone surrogate)`, { field: field || undefined });
+    }
+  });
+
   app.setErrorHandler((err, request, reply) => {
     const chatError = toChatError(err as Error);
     if (chatError.code === 'INTERNAL') request.log.error({ err }, 'unhandled error');
@@ -117,6 +131,7 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
       api.post('/chat/init', { schema: { body: InitChatBody } }, async (request) => deps.chat.initSession(caller(request), request.body));
 
       const send = async (request: FastifyRequest<{ Body: Static<typeof ChatMessageBody> }>, reply: FastifyReply) => {
+        await deps.sendLimiter.take(caller(request).email);
         const { message, created } = await deps.chat.sendMessage(caller(request), request.body);
         deps.metrics.messagesSent.inc({ transport: 'http', result: created ? 'created' : 'repeat' });
         return reply.code(created ? 201 : 200).send(message);
@@ -151,7 +166,8 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
   if (devIssuer) {
     app.post('/dev/token', { schema: { body: DevTokenBody } }, async (request) => {
       const email = requireEmail('email', request.body.email);
-      return devIssuer.issue(email, request.body.displayName?.trim() || undefined);
+      const displayName = request.body.displayName === undefined ? undefined : requireDisplayName('displayName', request.body.displayName);
+      return devIssuer.issue(email, displayName || undefined);
     });
   }
 

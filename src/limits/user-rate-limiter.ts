@@ -1,6 +1,8 @@
 /**
- * Per-user request budgets: a user who floods the API or the send destination gets RATE_LIMITED
- * (429 problem+json, or an error on /user/queue/error) instead of the database's time. Counted in
+ * Per-user request budgets: a user who floods the API or sends gets RATE_LIMITED (429
+ * problem+json, or an error on /user/queue/error) instead of the database's time. One instance is
+ * one budget: the send budget is a single instance shared by the REST send routes and STOMP
+ * /app/chat.send, so a user cannot double their sends by using both transports. Counted in
  * memory per instance: behind N instances a user gets up to N budgets, which bounds a flood
  * without a shared counter on the hot path of every request.
  */

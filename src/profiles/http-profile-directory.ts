@@ -37,6 +37,8 @@ import type { Logger } from 'pino';
 import type { ProfilesConfig } from '../config/config.js';
 import { ChatError } from '../chat/chat-errors.js';
 import type { Profile, ProfileDirectory } from '../chat/ports.js';
+import { isWellFormedText } from '../chat/text-rules.js';
+import { normalizeEmail } from '../chat/validation.js';
 import { ServiceTokenSigner } from './service-token-signer.js';
 
 export interface HttpProfileDirectoryOptions {
@@ -179,7 +181,7 @@ export class HttpProfileDirectory implements ProfileDirectory {
 
   /** The port's `hint` is not taken: the profile service owns display names. */
   async resolve(email: string, intent: string): Promise<Profile> {
-    const normalized = email.trim().toLowerCase();
+    const normalized = normalizeEmail(email);
     const key = `${normalized}|${intent}`;
     const fresh = this.cache.get(key);
     if (fresh) {
@@ -304,8 +306,10 @@ function parseProfile(body: unknown, email: string): Profile {
   const { id, email: bodyEmail, displayName } = body as Record<string, unknown>;
   if (typeof id !== 'string' || !UUID.test(id)) throw invalid('id is not a UUID');
   // Chat routes messages by email, so a profile of someone else would misdeliver them.
-  if (typeof bodyEmail !== 'string' || bodyEmail.trim().toLowerCase() !== email) throw invalid('email differs from the one requested');
+  if (typeof bodyEmail !== 'string' || normalizeEmail(bodyEmail) !== email) throw invalid('email differs from the one requested');
   if (typeof displayName !== 'string' || displayName.trim() === '' || displayName.length > 200) throw invalid('displayName is not a non-empty string of at most 200 characters');
+  // Stored with the session: a NUL or lone surrogate would fail the write, or be stored altered.
+  if (!isWellFormedText(displayName)) throw invalid('displayName is not well-formed Unicode');
   return Object.freeze({ id: id.toLowerCase(), email: bodyEmail.trim(), displayName });
 }
 

@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { ChatError } from '../chat/chat-errors.js';
 import type { Profile, ProfileDirectory } from '../chat/ports.js';
+import { normalizeEmail } from '../chat/validation.js';
 import { isConnectionFailure, type SqlDatabase } from '../store/postgres/sql-database.js';
 
 const CACHE_MAX = 50_000;
@@ -23,7 +24,7 @@ export class LocalProfileDirectory implements ProfileDirectory {
   constructor(private readonly db: SqlDatabase) {}
 
   async resolve(email: string, intent: string, hint?: { displayName?: string }): Promise<Profile> {
-    const normalized = email.trim().toLowerCase();
+    const normalized = normalizeEmail(email);
     const key = `${normalized}|${intent}`;
     const cached = this.byKey.get(key);
     if (cached) return cached;

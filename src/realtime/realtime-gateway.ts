@@ -3,7 +3,8 @@
  * subscriptions, turns SENDs into chat use cases, and delivers bus events to the local
  * subscriptions they address (DESIGN §5).
  *
- * Routing state is local to this instance: which connections each user has, and which
+ * Routing state is local to this instance: which connections each user has (at most
+ * `maxConnectionsPerUser`, so one token cannot hold an instance's sockets), and which
  * subscriptions listen on each destination. Each open connection holds one bus interest in its
  * user, so the bus brings this instance every event of its users; session-topic subscribers are
  * participants, so their user interest already covers the topic.
@@ -12,6 +13,7 @@ import type { Logger } from 'pino';
 import { CHAT_ERROR_CATALOGUE, ChatError } from '../chat/chat-errors.js';
 import type { ChatService, SendMessageInput } from '../chat/chat-service.js';
 import type { ChatEvent, Destination } from '../chat/chat-events.js';
+import { findMalformedText, isWellFormedText } from '../chat/text-rules.js';
 import type { BusEnvelope, EventBus } from '../chat/ports.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
@@ -49,11 +51,14 @@ export interface RealtimeGatewayDeps {
   logger: Logger;
   /** Defaults to calling the chat service directly. */
   ingress?: SendIngress;
-  /** Each SEND to /app/chat.send takes one unit of its sender's budget. */
+  /** Each SEND to /app/chat.send takes one unit of its sender's send budget (shared with REST sends). */
   sendLimiter: UserRateLimiter;
+  /** Open STOMP connections one user may hold on this instance; a CONNECT beyond it is refused. */
+  maxConnectionsPerUser: number;
 }
 
 export class RealtimeGateway implements StompHandler {
+  /** Per user, connections that are registered or registering: a slot is taken before the first await, so concurrent CONNECTs count. */
   private readonly connectionsByUser = new Map<string, Set<StompConnection>>();
   private readonly topicListeners = new Map<string, Set<Listener>>();
   private readonly queueListeners = new Map<StompConnection, Map<UserQueue, Set<Subscription>>>();
@@ -73,9 +78,7 @@ export class RealtimeGateway implements StompHandler {
 
   /** Open connections on this instance (all users). */
   get connectionCount(): number {
-    let n = 0;
-    for (const set of this.connectionsByUser.values()) n += set.size;
-    return n;
+    return this.interestHeld.size;
   }
 
   async authenticate(token: string | undefined): Promise<Principal> {
@@ -85,30 +88,34 @@ export class RealtimeGateway implements StompHandler {
 
   async connected(conn: StompConnection): Promise<void> {
     const email = conn.principal!.email;
+    let set = this.connectionsByUser.get(email);
+    if (set && set.size >= this.deps.maxConnectionsPerUser) {
+      throw new ChatError('TOO_MANY_CONNECTIONS', `at most ${this.deps.maxConnectionsPerUser} connections per user; close one first`);
+    }
+    if (!set) this.connectionsByUser.set(email, (set = new Set()));
+    set.add(conn);
     // Interest first: once CONNECTED is written, every event for this user must reach us.
     try {
       await this.deps.bus.addInterest(email);
     } catch (err) {
+      this.releaseSlot(email, conn);
       throw new ChatError('BUS_UNAVAILABLE', 'real-time delivery is unavailable right now; reconnect shortly', undefined, { cause: err });
     }
     if (!conn.isOpen) {
+      this.releaseSlot(email, conn);
       this.deps.bus.removeInterest(email);
       return;
     }
     this.interestHeld.add(conn);
-    let set = this.connectionsByUser.get(email);
-    if (!set) this.connectionsByUser.set(email, (set = new Set()));
-    set.add(conn);
     this.queueListeners.set(conn, new Map());
     this.deps.metrics.realtimeConnections.inc({ transport: conn.transportKind });
   }
 
   disconnected(conn: StompConnection): void {
     const email = conn.principal?.email;
-    if (!email || !this.interestHeld.delete(conn)) return;
-    const set = this.connectionsByUser.get(email);
-    set?.delete(conn);
-    if (set?.size === 0) this.connectionsByUser.delete(email);
+    if (!email) return;
+    this.releaseSlot(email, conn);
+    if (!this.interestHeld.delete(conn)) return;
     this.queueListeners.delete(conn);
     this.deps.bus.removeInterest(email);
     this.deps.metrics.realtimeConnections.dec({ transport: conn.transportKind });
@@ -220,6 +227,12 @@ export class RealtimeGateway implements StompHandler {
     return true;
   }
 
+  private releaseSlot(email: string, conn: StompConnection): void {
+    const set = this.connectionsByUser.get(email);
+    set?.delete(conn);
+    if (set?.size === 0) this.connectionsByUser.delete(email);
+  }
+
   /** Delivers one bus event to every local subscription it addresses. */
   private dispatch(envelope: BusEnvelope): void {
     const { event } = envelope;
@@ -300,6 +313,14 @@ function parseJsonBody(frame: StompFrame): Record<string, unknown> {
     throw new ChatError('MALFORMED_JSON', 'the SEND body must be a JSON object');
   }
   if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) throw new ChatError('MALFORMED_JSON', 'the SEND body must be a JSON object');
+  // JSON escapes can spell a lone surrogate or NUL that raw UTF-8 cannot: refuse them like REST does.
+  const malformed = findMalformedText(parsed, '');
+  if (malformed !== undefined) {
+    // Keyed by its clientMessageId when that is usable, so the sender can settle the send it refused.
+    const id = (parsed as Record<string, unknown>).clientMessageId ?? header(frame, 'client-message-id');
+    const clientMessageId = typeof id === 'string' && isWellFormedText(id) ? id : undefined;
+    throw new ChatError('INVALID_CONTENT', `${malformed || 'body'} must be well-formed Unicode text (no NUL, no lone surrogate)`, { field: malformed || undefined, ...(clientMessageId ? { clientMessageId } : {}) });
+  }
   return parsed as Record<string, unknown>;
 }
 

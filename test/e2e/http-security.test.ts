@@ -162,7 +162,7 @@ describe('bad input', () => {
 
   it('answers NUL characters in content without storing anything', async () => {
     const res = await post({ sessionId, content: 'a\u0000b', clientMessageId: newId() });
-    expect(res).toMatchObject({ status: 400, body: { code: 'VALIDATION_FAILED' } });
+    expect(res).toMatchObject({ status: 400, body: { code: 'INVALID_CONTENT' } });
   });
 
   it('answers an unknown session with 404 on every route', async () => {
@@ -208,9 +208,9 @@ describe('production auth (JWT_PUBLIC_KEY / JWT_JWKS_URL)', () => {
     const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' };
     const jwks = http.createServer((_req, res) => res.setHeader('content-type', 'application/json').end(JSON.stringify({ keys: [jwk] })));
     await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
-    const app = await startTestApp({ JWT_JWKS_URL: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json` });
+    const app = await startTestApp({ JWT_JWKS_URL: `http://127.0.0.1:${(jwks.address() as AddressInfo).port}/jwks.json`, JWT_ISSUER: 'https://idp.example.com', JWT_AUDIENCE: 'chat' });
     try {
-      const token = await new SignJWT({ email: 'kay@example.com' }).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setExpirationTime('5m').sign(privateKey);
+      const token = await new SignJWT({ email: 'kay@example.com' }).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setIssuer('https://idp.example.com').setAudience('chat').setExpirationTime('5m').sign(privateKey);
       expect((await app.call('GET', '/api/chat/sessions', { token })).status).toBe(200);
       const hs = await new SignJWT({ email: 'kay@example.com' }).setProtectedHeader({ alg: 'HS256', kid: 'k1' }).setExpirationTime('5m').sign(new TextEncoder().encode('x'.repeat(32)));
       expect((await app.call('GET', '/api/chat/sessions', { token: hs })).status).toBe(401);

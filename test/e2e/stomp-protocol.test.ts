@@ -1,7 +1,6 @@
-/** The STOMP server's protocol edges and the /ws endpoint's hardening, at the byte level. */
-import http from 'node:http';
+/** The STOMP server's protocol edges, at the byte level (the SockJS surface: sockjs-hardening.test.ts). */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { newId, startTestApp, type TestApp, uniqueEmail } from '../support/test-app.js';
+import { startTestApp, type TestApp, uniqueEmail } from '../support/test-app.js';
 import { commandsOf, firstHeader, openRawStomp, type RawStomp } from '../support/raw-stomp.js';
 
 const GOOD_ORIGIN = 'https://chat.example.com';
@@ -127,73 +126,5 @@ describe('frames', () => {
     await expect.poll(() => raw.closed).toBe(true);
     victim.send('SUBSCRIBE', [['id', '1'], ['destination', '/user/queue/ack'], ['receipt', 'ok']]);
     await expect.poll(() => commandsOf(victim)).toEqual(['CONNECTED', 'RECEIPT']);
-  });
-});
-
-describe('SockJS hardening', () => {
-  const request = (method: string, path: string, headers: Record<string, string> = {}, body?: string) =>
-    new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const req = http.request(`${t.url}${path}`, { method, headers }, (res) => {
-        let data = '';
-        res.on('data', (c) => (data += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: data }));
-      });
-      req.on('error', reject);
-      if (body !== undefined) req.write(body);
-      req.end();
-    });
-
-  it('serves /ws/info to an allowed Origin and refuses a foreign one', async () => {
-    expect((await request('GET', '/ws/info', { origin: GOOD_ORIGIN })).status).toBe(200);
-    expect((await request('GET', '/ws/info', { origin: 'https://evil.example.com' })).status).toBe(403);
-    expect((await request('POST', '/ws/000/abcdefgh/xhr_streaming', { origin: 'https://evil.example.com' })).status).toBe(403);
-  });
-
-  it('has the JSONP and htmlfile transports turned off', async () => {
-    expect((await request('GET', '/ws/000/jsonpsess/jsonp?c=cb')).status).toBe(404);
-    expect((await request('GET', '/ws/000/htmlsess/htmlfile?c=cb')).status).toBe(404);
-    expect((await request('GET', '/ws/iframe.html')).status).toBe(404);
-  });
-
-  it('refuses an oversized xhr_send before buffering it', async () => {
-    const session = `big${Date.now().toString(36)}`;
-    await request('POST', `/ws/000/${session}/xhr`, { 'user-agent': 'test' });
-    const huge = JSON.stringify(['x'.repeat(600 * 1024)]);
-    const res = await request('POST', `/ws/000/${session}/xhr_send`, { 'user-agent': 'test', 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(huge)) }, huge);
-    expect(res.status).toBe(413);
-    // Without a Content-Length (chunked, as Node's sockjs-client sends) it is cut while streaming.
-    const chunked = await new Promise<number>((resolve, reject) => {
-      const req = http.request(`${t.url}/ws/000/${session}/xhr_send`, { method: 'POST', headers: { 'user-agent': 'test', 'content-type': 'text/plain' } }, (r) => resolve(r.statusCode ?? 0));
-      req.on('error', reject);
-      for (let i = 0; i < 20; i++) req.write('x'.repeat(64 * 1024));
-      req.end();
-    });
-    expect(chunked).toBe(413);
-  });
-
-  it('refuses frames posted to a SockJS session by another client', async () => {
-    const session = `own${Date.now().toString(36)}`;
-    const opened = await request('POST', `/ws/000/${session}/xhr`, { 'user-agent': 'owner-browser' });
-    expect(opened.body.startsWith('o')).toBe(true);
-    const frame = JSON.stringify([`CONNECT\naccept-version:1.2\nAuthorization:Bearer ${aliceToken}\n\n\u0000`]);
-    const hijack = await request('POST', `/ws/000/${session}/xhr_send`, { 'user-agent': 'attacker', 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(frame)) }, frame);
-    expect(hijack.status).toBe(403);
-    const owner = await request('POST', `/ws/000/${session}/xhr_send`, { 'user-agent': 'owner-browser', 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(frame)) }, frame);
-    expect(owner.status).toBe(204);
-  });
-
-  it('carries a real send over SockJS xhr-streaming', async () => {
-    const { connectStomp } = await import('../support/stomp-client.js');
-    const [alice, bob] = [uniqueEmail('alice'), uniqueEmail('bob')];
-    const token = await t.token(alice);
-    const sessionId = (await t.call('POST', '/api/chat/init', { token, body: { toEmail: bob, intent: 'dating' } })).body.sessionId;
-    const client = await connectStomp({ baseUrl: t.url, token, transport: 'sockjs-xhr-streaming' });
-    try {
-      await client.subscribe('/user/queue/ack');
-      client.send('/app/chat.send', { sessionId, content: 'over xhr-streaming', clientMessageId: newId() });
-      await expect.poll(() => client.on('/user/queue/ack').map((m) => m.body.content), { timeout: 5000 }).toEqual(['over xhr-streaming']);
-    } finally {
-      await client.close();
-    }
   });
 });

@@ -3,19 +3,30 @@
  *
  * Lifecycle: created on accept → CONNECT within `connectTimeoutMs` (else ERROR + close) →
  * CONNECTED with negotiated heart-beats → frames until DISCONNECT, an ERROR, a transport close, a
- * missed heart-beat, an expired token or a slow consumer → `closed` (terminal, idempotent).
+ * missed heart-beat (or, with none agreed, `idleTimeoutMs` of silence), an expired token, a slow
+ * consumer or a client that sends too much → `closed` (terminal, idempotent).
  *
  * Invariants:
- * - Client frames are handled strictly one after another in arrival order (a chain of promises),
- *   so a SEND's seq order follows the client's send order and a RECEIPT means every earlier frame
- *   is done. Nothing a client sends can throw out of this class: protocol violations become an
- *   ERROR frame and a close; application refusals become what the handler decides.
+ * - Client frames are handled strictly one after another in arrival order (one queue, drained by
+ *   one loop), so a SEND's seq order follows the client's send order and a RECEIPT means every
+ *   earlier frame is done. Nothing a client sends can throw out of this class: protocol violations
+ *   become an ERROR frame and a close; application refusals become what the handler decides.
+ * - What a client can make us hold is bounded. Frames waiting to be handled are counted (frames
+ *   and bytes): past the backlog's pause mark we stop reading from the transport, so TCP pushes
+ *   back on the client; past its hard maximum (a transport that cannot pause) the client is
+ *   dropped with TOO_MANY_FRAMES. After CONNECT every frame but DISCONNECT spends the connection's
+ *   frame budget; over it the frame is refused, and a client that keeps sending while refused is
+ *   dropped with TOO_MANY_FRAMES.
+ * - Frames that complete synchronously (UNSUBSCRIBE, NACK, refusals, most ACKs) cost no promise:
+ *   this is the path of every frame, so the drain loop only awaits work that is really async.
  * - Header lookups go through `header()` only, so the first of repeated headers wins everywhere.
  * - After close nothing is written and no handler is called except `disconnected`, once.
  *
  * Spec: https://stomp.github.io/stomp-specification-1.2.html
  */
 import { ChatError } from '../../chat/chat-errors.js';
+import { FrameBudget, type FrameBudgetVerdict } from '../../limits/frame-budget.js';
+import { InboundBacklog, type InboundBacklogLimits } from '../../limits/inbound-backlog.js';
 import { encodeFrame, HEARTBEAT_EOL } from './frame-encoder.js';
 import { type StompFrameDecoderLimits, StompFrameDecoder } from './frame-decoder.js';
 import { header, type StompFrame } from './stomp-frame.js';
@@ -27,6 +38,9 @@ export interface StompTransport {
   bufferedBytes(): number;
   /** Closes after flushing what was sent. */
   close(): void;
+  /** Stops reading from the client until resume(); absent when the transport cannot (SockJS over HTTP). */
+  pause?(): void;
+  resume?(): void;
 }
 
 export type AckMode = 'auto' | 'client' | 'client-individual';
@@ -72,6 +86,14 @@ export interface StompConnectionOptions {
   maxBufferedBytes: number;
   /** Unacknowledged messages remembered per client-ack subscription. */
   maxPendingAcks: number;
+  /** Received frames not yet handled: when to stop reading, and when to drop the client. */
+  backlog: InboundBacklogLimits;
+  /** Sustained frames per second after CONNECT (DISCONNECT is free); 0 turns the budget off. */
+  framesPerSecond: number;
+  /** Frames a connection may send at once above its sustained rate. */
+  frameBurst: number;
+  /** With no client heart-beat agreed, a connection that sends nothing for this long is closed; 0 never. */
+  idleTimeoutMs: number;
   /** Counts frames for metrics. */
   stats?: { frameIn(command: string): void; frameOut(command: string): void };
   /** Told about failures that are our bug, not the client's (the client only sees "internal error"). */
@@ -85,7 +107,21 @@ export const DEFAULT_STOMP_OPTIONS: StompConnectionOptions = {
   heartbeatReceiveMs: 10_000,
   maxBufferedBytes: 4 * 1024 * 1024,
   maxPendingAcks: 1000,
+  // Our clients send one frame at a time and wait for its outcome; 32 waiting is already a flood.
+  backlog: { pauseFrames: 32, pauseBytes: 256 * 1024, maxFrames: 1024, maxBytes: 1024 * 1024 },
+  // 4× what one benchmark connection sends (1,000 sends/s over 8 connections, plus acks).
+  framesPerSecond: 500,
+  frameBurst: 1000,
+  idleTimeoutMs: 120_000,
 };
+
+/**
+ * What a queued frame costs us beyond its bytes: the frame object, its header array and each
+ * [name, value] pair with its strings. Rough, on purpose: a backlog limit needs the order of
+ * magnitude, and packing many tiny frames must not look free.
+ */
+const FRAME_OVERHEAD_BYTES = 96;
+const HEADER_OVERHEAD_BYTES = 64;
 
 const SUPPORTED_VERSIONS = ['1.2', '1.1'];
 let connectionCounter = 0;
@@ -99,7 +135,10 @@ export class StompConnection {
   /** Per client-ack subscription: ack id → token, in delivery order (for cumulative `client` ACKs). */
   private readonly pendingAcks = new Map<string, Map<string, unknown>>();
   private readonly ackOwner = new Map<string, string>();
-  private chain: Promise<void> = Promise.resolve();
+  private readonly backlog: InboundBacklog<StompFrame>;
+  private draining = false;
+  private paused = false;
+  private budget: FrameBudget | undefined;
   private messageCounter = 0;
   private lastReceivedAt = Date.now();
   private lastSentAt = Date.now();
@@ -113,6 +152,7 @@ export class StompConnection {
     readonly transportKind: 'websocket' | 'sockjs' = 'websocket',
   ) {
     this.decoder = new StompFrameDecoder(options.limits ?? {});
+    this.backlog = new InboundBacklog(options.backlog);
     this.addTimer(setTimeout(() => {
       if (this.state === 'awaiting-connect') this.fail('CONNECT_TIMEOUT', 'no CONNECT frame within the connect timeout');
     }, options.connectTimeoutMs));
@@ -134,7 +174,9 @@ export class StompConnection {
   receive(data: Buffer | string): void {
     if (this.state === 'closed') return;
     this.lastReceivedAt = Date.now();
-    for (const event of this.decoder.push(data)) {
+    const events = this.decoder.push(data);
+    for (let i = 0; i < events.length; i++) {
+      const event = events[i]!;
       if (event.kind === 'heartbeat') continue;
       if (event.kind === 'error') {
         this.fail(event.code, event.message);
@@ -142,8 +184,18 @@ export class StompConnection {
       }
       const frame = event.frame;
       this.options.stats?.frameIn(frame.command);
-      this.chain = this.chain.then(() => this.handle(frame)).catch((err: unknown) => this.fail('INTERNAL', 'internal error', undefined, err));
+      this.backlog.push(frame, frameCost(frame));
+      if (this.backlog.overflowing) {
+        const { maxFrames, maxBytes } = this.options.backlog;
+        this.fail('TOO_MANY_FRAMES', `more than ${maxFrames} frames or ${maxBytes} bytes sent ahead of their handling`);
+        return;
+      }
     }
+    if (!this.paused && this.transport.pause && this.backlog.abovePauseMark) {
+      this.paused = true;
+      this.transport.pause();
+    }
+    if (!this.draining && this.backlog.length > 0) void this.drain();
   }
 
   /** The transport closed underneath us. */
@@ -188,60 +240,133 @@ export class StompConnection {
     this.terminate();
   }
 
-  private async handle(frame: StompFrame): Promise<void> {
-    if (this.state === 'closed') return;
-    const receipt = header(frame, 'receipt');
-    if (this.state === 'awaiting-connect') {
-      if (frame.command !== 'CONNECT' && frame.command !== 'STOMP') {
-        this.fail('NOT_CONNECTED', 'the first frame must be CONNECT', receipt);
-        return;
+  /**
+   * The one consumer of the backlog: handles frames in arrival order, awaiting only work that is
+   * really async. A frame is taken off the backlog before it is handled, so the backlog counts
+   * what is waiting, and reading resumes as soon as enough of it is done.
+   */
+  private async drain(): Promise<void> {
+    this.draining = true;
+    try {
+      for (let frame = this.backlog.shift(); frame !== undefined && this.state !== 'closed'; frame = this.backlog.shift()) {
+        if (this.paused && this.backlog.belowResumeMark) this.resumeReading();
+        if (this.state === 'awaiting-connect') {
+          if (frame.command === 'CONNECT' || frame.command === 'STOMP') await this.connect(frame);
+          else this.fail('NOT_CONNECTED', 'the first frame must be CONNECT', header(frame, 'receipt'));
+          continue;
+        }
+        const pending = this.handle(frame);
+        if (pending === undefined) continue;
+        let failed = false;
+        let failure: unknown;
+        try {
+          await pending;
+        } catch (err) {
+          failed = true;
+          failure = err;
+        }
+        this.settle(frame, failed, failure);
       }
-      await this.connect(frame);
-      return;
+    } catch (err) {
+      this.fail('INTERNAL', 'internal error', undefined, err);
+    } finally {
+      this.draining = false;
     }
+  }
+
+  /** Handles one frame after CONNECT: returns the work still running, or undefined once the frame is answered. */
+  private handle(frame: StompFrame): Promise<void> | undefined {
+    if (this.budget !== undefined && frame.command !== 'DISCONNECT') {
+      const verdict = this.budget.take(performance.now());
+      if (verdict !== 'ok') {
+        this.refuseOverBudget(frame, verdict);
+        return undefined;
+      }
+    }
+    let pending: Promise<void> | undefined;
     try {
       switch (frame.command) {
         case 'CONNECT':
         case 'STOMP':
-          this.fail('ALREADY_CONNECTED', 'already connected', receipt);
-          return;
+          this.fail('ALREADY_CONNECTED', 'already connected', header(frame, 'receipt'));
+          return undefined;
         case 'SUBSCRIBE':
-          await this.subscribe(frame);
+          pending = this.subscribe(frame);
           break;
         case 'UNSUBSCRIBE':
           this.unsubscribe(frame);
           break;
         case 'SEND':
-          await this.send(frame);
+          pending = this.send(frame);
           break;
         case 'ACK':
         case 'NACK':
-          await this.ack(frame);
+          pending = this.ack(frame);
           break;
-        case 'DISCONNECT':
+        case 'DISCONNECT': {
+          const receipt = header(frame, 'receipt');
           if (receipt) this.writeReceipt(receipt);
           this.terminate();
-          return;
+          return undefined;
+        }
         case 'BEGIN':
         case 'COMMIT':
         case 'ABORT':
-          this.fail('UNSUPPORTED', 'transactions are not supported', receipt);
-          return;
+          this.fail('UNSUPPORTED', 'transactions are not supported', header(frame, 'receipt'));
+          return undefined;
         default:
-          this.fail('UNKNOWN_COMMAND', `unexpected ${frame.command} frame`, receipt);
-          return;
+          this.fail('UNKNOWN_COMMAND', `unexpected ${frame.command} frame`, header(frame, 'receipt'));
+          return undefined;
       }
-      if (receipt && this.isOpen) this.writeReceipt(receipt);
     } catch (err) {
-      if (!(err instanceof ChatError)) throw err;
-      const clientMessageId = err.extra?.clientMessageId as string | undefined;
-      if (this.handler.reportError(this, err, { clientMessageId, receipt })) {
-        // The error went to /user/queue/error; a RECEIPT still confirms the frame was processed.
-        if (receipt && this.isOpen) this.writeReceipt(receipt);
-      } else {
-        this.fail(err.code, err.message, receipt);
-      }
+      this.settle(frame, true, err);
+      return undefined;
     }
+    if (pending !== undefined) return pending;
+    this.settle(frame, false, undefined);
+    return undefined;
+  }
+
+  /** Answers a handled frame: its RECEIPT, or its refusal. A failure that is not a ChatError is our bug and propagates. */
+  private settle(frame: StompFrame, failed: boolean, err: unknown): void {
+    const receipt = header(frame, 'receipt');
+    if (!failed) {
+      if (receipt && this.isOpen) this.writeReceipt(receipt);
+      return;
+    }
+    if (!(err instanceof ChatError)) throw err;
+    const clientMessageId = err.extra?.clientMessageId as string | undefined;
+    if (this.handler.reportError(this, err, { clientMessageId, receipt })) {
+      // The error went to /user/queue/error; a RECEIPT still confirms the frame was processed.
+      if (receipt && this.isOpen) this.writeReceipt(receipt);
+    } else {
+      this.fail(err.code, err.message, receipt);
+    }
+  }
+
+  private refuseOverBudget(frame: StompFrame, verdict: Exclude<FrameBudgetVerdict, 'ok'>): void {
+    const budget = this.budget!;
+    if (verdict === 'exhausted') {
+      this.fail('TOO_MANY_FRAMES', `kept sending over the budget of ${budget.perSecond} frames per second`, header(frame, 'receipt'));
+      return;
+    }
+    const retryAfterSeconds = budget.secondsUntilAvailable();
+    // The body is the handler's to parse; a header is all a refusal may cheaply look at.
+    const clientMessageId = frame.command === 'SEND' ? header(frame, 'client-message-id') : undefined;
+    const detail = `at most ${budget.perSecond} frames per second (bursts of ${budget.burst}) per connection; retry in ${retryAfterSeconds} s`;
+    this.settle(frame, true, new ChatError('RATE_LIMITED', detail, clientMessageId ? { retryAfterSeconds, clientMessageId } : { retryAfterSeconds }));
+  }
+
+  private resumeReading(): void {
+    this.paused = false;
+    // We stopped listening, the client did not stop talking: its silence clock starts now.
+    this.lastReceivedAt = Date.now();
+    this.transport.resume?.();
+  }
+
+  /** Frames we hold or are handling: the client is not silent even if we have not read it lately. */
+  private get busy(): boolean {
+    return this.draining || this.backlog.length > 0;
   }
 
   private async connect(frame: StompFrame): Promise<void> {
@@ -279,6 +404,7 @@ export class StompConnection {
     if (!this.isOpen) return;
     this.state = 'connected';
     this.clearTimers();
+    if (this.options.framesPerSecond > 0) this.budget = new FrameBudget(this.options.framesPerSecond, this.options.frameBurst, performance.now());
     this.write(
       encodeFrame({
         command: 'CONNECTED',
@@ -305,8 +431,16 @@ export class StompConnection {
       // Twice the agreed interval: the spec allows for network timing error, and one lost beat is no proof of death.
       const deadline = expectEvery * 2;
       this.addTimer(setInterval(() => {
-        if (Date.now() - this.lastReceivedAt > deadline) this.fail('HEARTBEAT_TIMEOUT', 'no data or heart-beat from the client in time');
+        if (!this.busy && Date.now() - this.lastReceivedAt > deadline) this.fail('HEARTBEAT_TIMEOUT', 'no data or heart-beat from the client in time');
       }, Math.max(50, Math.floor(expectEvery / 2))));
+    } else if (this.options.idleTimeoutMs > 0) {
+      // heart-beat:0,… means "I will not prove I am alive": without this, a silent client holds its socket forever.
+      const idle = this.options.idleTimeoutMs;
+      this.addTimer(setInterval(() => {
+        if (!this.busy && Date.now() - this.lastReceivedAt > idle) {
+          this.fail('IDLE_TIMEOUT', `nothing received for ${idle} ms and no heart-beats agreed; send heart-beats or reconnect`);
+        }
+      }, Math.max(50, Math.floor(idle / 4))));
     }
     const ttl = principal.expiresAt.getTime() - Date.now();
     // setTimeout takes at most ~24.8 days; a longer token simply outlives the timer's reach.
@@ -340,20 +474,20 @@ export class StompConnection {
     this.dropSubscription(sub);
   }
 
-  private async send(frame: StompFrame): Promise<void> {
+  private send(frame: StompFrame): Promise<void> {
     const destination = header(frame, 'destination');
     if (!destination) throw new ChatError('VALIDATION_FAILED', 'SEND needs a destination header');
-    await this.handler.send(this, destination, frame);
+    return this.handler.send(this, destination, frame);
   }
 
-  private async ack(frame: StompFrame): Promise<void> {
+  private ack(frame: StompFrame): Promise<void> | undefined {
     const id = header(frame, 'id') ?? header(frame, 'message-id');
     if (!id) throw new ChatError('VALIDATION_FAILED', `${frame.command} needs an id header`);
     const subId = this.ackOwner.get(id);
-    if (subId === undefined) return; // already acknowledged (cumulatively) or forgotten: nothing to do
+    if (subId === undefined) return undefined; // already acknowledged (cumulatively) or forgotten: nothing to do
     const sub = this.subscriptions.get(subId);
     const pending = this.pendingAcks.get(subId);
-    if (!sub || !pending) return;
+    if (!sub || !pending) return undefined;
     const tokens: unknown[] = [];
     if (sub.ack === 'client') {
       // Cumulative: this ACK covers every earlier message of the subscription too.
@@ -368,7 +502,7 @@ export class StompConnection {
       pending.delete(id);
       this.ackOwner.delete(id);
     }
-    if (frame.command === 'ACK') await this.handler.acked(this, sub, tokens.filter((t) => t !== undefined));
+    return frame.command === 'ACK' ? this.handler.acked(this, sub, tokens.filter((t) => t !== undefined)) : undefined;
   }
 
   private dropSubscription(sub: Subscription): void {
@@ -402,6 +536,9 @@ export class StompConnection {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.clearTimers();
+    this.backlog.clear();
+    // A paused transport would never read the client's close frame, and linger until the close timeout.
+    if (this.paused) this.resumeReading();
     for (const sub of [...this.subscriptions.values()]) this.dropSubscription(sub);
     try {
       this.transport.close();
@@ -421,6 +558,13 @@ export class StompConnection {
     for (const timer of this.timers) clearTimeout(timer);
     this.timers = [];
   }
+}
+
+function frameCost(frame: StompFrame): number {
+  let bytes = FRAME_OVERHEAD_BYTES + frame.command.length + frame.body.length;
+  const headers = frame.headers;
+  for (let i = 0; i < headers.length; i++) bytes += HEADER_OVERHEAD_BYTES + headers[i]![0].length + headers[i]![1].length;
+  return bytes;
 }
 
 function parseHeartBeat(value: string | undefined): [number, number] {

@@ -125,6 +125,30 @@ export function describeMessageStoreContract(name: string, open: () => Promise<M
       }
     });
 
+    it('stores the rest of a group-committed batch when the database refuses one item, and fails only that one', async () => {
+      const session = await newSession();
+      // The payload carries the content, as the service's does: jsonb refuses a lone surrogate escape.
+      const withContent = (content: string) => (m: { id: string; seq: number }): BusEnvelope => {
+        const envelope = envelopeFor(session)(m);
+        return envelope.event.type === 'message' ? { ...envelope, event: { ...envelope.event, message: { ...envelope.event.message, content } } } : envelope;
+      };
+      const poisonAt = 20;
+      const attempts = Array.from({ length: 41 }, (_, i) => {
+        const content = i === poisonAt ? 'bad \uD800 text' : `m${i}`;
+        return append(session, { content, toEvent: withContent(content) }).then(
+          (r) => ({ ok: true as const, seq: r.message.seq, content }),
+          (error: unknown) => ({ ok: false as const, error, content }),
+        );
+      });
+      const results = await Promise.all(attempts);
+      const refused = results.filter((r) => !r.ok);
+      expect(refused.map((r) => r.content)).toEqual(['bad \uD800 text']);
+      expect(refused[0]).toMatchObject({ error: { code: 'INVALID_CONTENT' } });
+      const stored = await fx.store.history(session.id, { limit: 100 });
+      expect(stored.map((m) => m.seq)).toEqual(Array.from({ length: 40 }, (_, i) => 40 - i));
+      expect(stored.map((m) => m.content).sort()).toEqual(results.filter((r) => r.ok).map((r) => r.content).sort());
+    });
+
     // Not a skip: the test does not apply to an implementation that cannot run twice.
     if (capabilities.multiInstance) {
       it('keeps seq gapless when two store instances append to one session', async () => {

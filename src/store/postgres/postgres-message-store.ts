@@ -217,7 +217,26 @@ export class PostgresMessageStore implements MessageStore {
     return update;
   }
 
+  /**
+   * A batch holds other users' sends, so one item the database refuses must not fail them: the
+   * batch is split in halves, committed one after the other (so a session's seq order stays its
+   * send order), until the item that fails stands alone and only its sender gets the error. An
+   * outage (STORE_UNAVAILABLE) is the same for every item and fails the batch as it is.
+   */
   private async appendBatch(items: readonly AppendMessage[]): Promise<ReadonlyArray<BatchOutcome<AppendResult>>> {
+    try {
+      return await this.commitBatch(items);
+    } catch (err) {
+      if (err instanceof ChatError) throw err;
+      if (items.length === 1) return [{ ok: false, error: refusedItemError(err) }];
+      const half = Math.ceil(items.length / 2);
+      const first = await this.appendBatch(items.slice(0, half));
+      const second = await this.appendBatch(items.slice(half));
+      return [...first, ...second];
+    }
+  }
+
+  private async commitBatch(items: readonly AppendMessage[]): Promise<ReadonlyArray<BatchOutcome<AppendResult>>> {
     for (let attempt = 1; ; attempt++) {
       try {
         const { outcomes, wroteOutbox } = await this.db.transaction((tx) => appendInTransaction(tx, items));
@@ -376,6 +395,19 @@ async function insertOutbox(tx: Queryable, destinations: string[], envelopes: Bu
   ]);
   // Delivered at commit, once per transaction, to every instance's relay (LISTEN).
   await tx.query(`SELECT pg_notify('${OUTBOX_CHANNEL}', '')`);
+}
+
+/**
+ * What the sender of the one item a batch could not store is told. A data exception (SQLSTATE
+ * class 22: text PostgreSQL cannot encode, a value out of range) is the request's fault and says
+ * so; anything else stays what it was (an internal error the transport logs).
+ */
+function refusedItemError(err: unknown): unknown {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (typeof code === 'string' && code.startsWith('22')) {
+    return new ChatError('INVALID_CONTENT', 'the message store refused this message as not valid text', undefined, { cause: err });
+  }
+  return err;
 }
 
 function mapStoreError(err: unknown): unknown {

@@ -26,6 +26,9 @@ export interface IdentityProvider {
   token(email: string, displayName?: string): Promise<string>;
 }
 
+const TEST_ISSUER = 'https://idp.test.local';
+const TEST_AUDIENCE = 'chat-service';
+
 export function identityProvider(): IdentityProvider {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   return {
@@ -34,6 +37,8 @@ export function identityProvider(): IdentityProvider {
       new SignJWT({ email, ...(displayName ? { name: displayName } : {}) })
         .setProtectedHeader({ alg: 'ES256' })
         .setSubject(email)
+        .setIssuer(TEST_ISSUER)
+        .setAudience(TEST_AUDIENCE)
         .setIssuedAt()
         .setExpirationTime('1h')
         .sign(privateKey),
@@ -60,6 +65,8 @@ export function instanceEnv(shared: ClusterShared, overrides: { databaseUrl?: st
     DATABASE_URL: overrides.databaseUrl ?? shared.databaseUrl,
     AMQP_URL: overrides.amqpUrl ?? shared.amqpUrl,
     JWT_PUBLIC_KEY: shared.idp.publicKeyPem,
+    JWT_ISSUER: TEST_ISSUER,
+    JWT_AUDIENCE: TEST_AUDIENCE,
     DATABASE_POOL_SIZE: '4',
     INSTANCE_ID: uniqueName(`test.${overrides.name ?? 'node'}`),
   };
