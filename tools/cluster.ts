@@ -26,6 +26,9 @@ const DATABASE_URL = env.DATABASE_URL ?? DEFAULT_DATABASE_URL;
 const AMQP_URL = env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const HOST = env.HOST ?? '127.0.0.1';
 const TOKEN_TTL = '12h';
+// This script plays the identity provider; a real deployment sets its IdP's iss and its own aud.
+const TOKEN_ISSUER = 'https://idp.cluster.local';
+const TOKEN_AUDIENCE = 'chat-service';
 const USERS = (env.CLUSTER_USERS ?? 'alice@example.com:Alice,bob@example.com:Bob')
   .split(',')
   .map((entry) => entry.trim())
@@ -42,8 +45,25 @@ interface Instance {
   exited: Promise<number | string>;
 }
 
-function fail(message: string): never {
+/** Every instance started so far: a failure stops them all, so none is left running on its own. */
+const instances: Instance[] = [];
+const isRunning = (instance: Instance): boolean => instance.child.exitCode === null && instance.child.signalCode === null;
+
+async function stopInstances(graceMs: number): Promise<void> {
+  for (const instance of instances) if (isRunning(instance)) instance.child.kill('SIGTERM');
+  const force = setTimeout(() => {
+    for (const instance of instances) if (isRunning(instance)) instance.child.kill('SIGKILL');
+  }, graceMs);
+  await Promise.all(instances.map((i) => i.exited));
+  clearTimeout(force);
+}
+
+async function fail(message: string): Promise<never> {
   console.error(`cluster: ${message}`);
+  if (instances.some(isRunning)) {
+    console.error(`cluster: stopping the ${instances.filter(isRunning).length} instance(s) already started`);
+    await stopInstances(10_000);
+  }
   process.exit(2);
 }
 
@@ -61,7 +81,7 @@ async function ensureDatabase(): Promise<void> {
       console.log('cluster: created database chat_cluster');
     }
   } catch (err) {
-    fail(`PostgreSQL at ${admin.host} is not usable (${(err as Error).message}); start it or set DATABASE_URL`);
+    await fail(`PostgreSQL at ${admin.host} is not usable (${(err as Error).message}); start it or set DATABASE_URL`);
   } finally {
     await client.end().catch(() => undefined);
   }
@@ -79,6 +99,8 @@ function start(index: number, publicKeyPem: string, origins: string): Instance {
       DATABASE_URL,
       AMQP_URL,
       JWT_PUBLIC_KEY: publicKeyPem,
+      JWT_ISSUER: TOKEN_ISSUER,
+      JWT_AUDIENCE: TOKEN_AUDIENCE,
       ALLOWED_ORIGINS: env.ALLOWED_ORIGINS ?? origins,
       INSTANCE_ID: env.INSTANCE_ID ? `${env.INSTANCE_ID}-${name}` : `cluster-${name}`,
       LOG_LEVEL: env.LOG_LEVEL ?? 'info',
@@ -97,7 +119,7 @@ function start(index: number, publicKeyPem: string, origins: string): Instance {
 async function waitUntilReady(instance: Instance, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (instance.child.exitCode !== null || instance.child.signalCode !== null) fail(`${instance.name} exited during start-up (see its output above)`);
+    if (!isRunning(instance)) await fail(`${instance.name} exited during start-up (see its output above)`);
     try {
       const res = await fetch(`http://127.0.0.1:${instance.port}/health/ready`, { signal: AbortSignal.timeout(1_000) });
       if (res.status === 200) return;
@@ -106,29 +128,23 @@ async function waitUntilReady(instance: Instance, timeoutMs = 60_000): Promise<v
     }
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
-  fail(`${instance.name} was not ready within ${timeoutMs / 1000} s`);
+  await fail(`${instance.name} was not ready within ${timeoutMs / 1000} s`);
 }
 
 async function main(): Promise<void> {
-  if (!Number.isInteger(SIZE) || SIZE < 1 || SIZE > 16) fail(`cluster size must be 1..16, got ${process.argv[2] ?? env.CLUSTER_SIZE}`);
+  if (!Number.isInteger(SIZE) || SIZE < 1 || SIZE > 16) await fail(`cluster size must be 1..16, got ${process.argv[2] ?? env.CLUSTER_SIZE}`);
   await ensureDatabase();
 
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const publicKeyPem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
   const origins = Array.from({ length: SIZE }, (_, i) => [`http://localhost:${BASE_PORT + i}`, `http://127.0.0.1:${BASE_PORT + i}`]).flat().join(',');
 
-  const instances: Instance[] = [];
   let stopping = false;
   const stopAll = async (signal: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
     console.log(`\ncluster: ${signal}: stopping ${instances.length} instance(s)…`);
-    for (const instance of instances) if (instance.child.exitCode === null && instance.child.signalCode === null) instance.child.kill('SIGTERM');
-    const force = setTimeout(() => {
-      for (const instance of instances) instance.child.kill('SIGKILL');
-    }, 15_000);
-    await Promise.all(instances.map((i) => i.exited));
-    clearTimeout(force);
+    await stopInstances(15_000);
     console.log('cluster: stopped');
     process.exit(0);
   };
@@ -149,6 +165,8 @@ async function main(): Promise<void> {
       token: await new SignJWT({ email: user.email, ...(user.name ? { name: user.name } : {}) })
         .setProtectedHeader({ alg: 'ES256' })
         .setSubject(user.email)
+        .setIssuer(TOKEN_ISSUER)
+        .setAudience(TOKEN_AUDIENCE)
         .setIssuedAt()
         .setExpirationTime(TOKEN_TTL)
         .sign(privateKey),
@@ -193,7 +211,4 @@ async function main(): Promise<void> {
   console.log(lines.join('\n'));
 }
 
-void main().catch((err: unknown) => {
-  console.error(err);
-  process.exit(1);
-});
+void main().catch((err: unknown) => fail(err instanceof Error ? (err.stack ?? err.message) : String(err)));

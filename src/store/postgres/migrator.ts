@@ -1,6 +1,7 @@
 /**
  * Applies migrations/NNNN_name.sql with node-pg-migrate. It holds a PostgreSQL advisory lock while
- * it runs, so several instances starting at once apply each migration exactly once.
+ * it runs, waiting for it when another instance holds it, so several instances starting at once
+ * all come up and apply each migration exactly once.
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,6 +24,9 @@ export async function migrate(target: Target, logger: Logger): Promise<string[]>
     logger: { debug: log, info: log, warn: (m: string) => logger.warn(m), error: (m: string) => logger.error(m) },
     checkOrder: true,
     verbose: false,
+    // Instances started together queue on the lock and each finds the work done, instead of all
+    // but one exiting with "Another migration is already running".
+    advisoryLockMode: 'wait' as const,
   };
   if (target.kind === 'postgres') {
     // A dedicated client: the advisory lock belongs to one session for the whole run.
