@@ -5,13 +5,15 @@
  * Defaults to PostgreSQL + RabbitMQ on this machine when they answer (2 instances: senders on one,
  * receivers on the other, so every message crosses the broker); `BENCH_STORE=pglite` measures the
  * embedded default. Knobs (env): BENCH_PAIRS, BENCH_SECONDS, BENCH_WINDOW, BENCH_RATE, BENCH_IDLE,
- * BENCH_INSTANCES. Prints figures; asserts nothing.
+ * BENCH_INSTANCES, BENCH_PROFILE=1 (a V8 CPU profile of every instance, summarised at the end).
+ * Prints figures, CPU per delivered message among them; asserts nothing.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import net from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import { startServiceProcess, type ServiceProcess } from '../test/support/service-process.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/test-database.js';
@@ -19,6 +21,8 @@ import { header } from '../src/realtime/stomp/stomp-frame.js';
 import { deleteQueues } from '../test/support/test-queues.js';
 import { deadLetterQueueOf } from '../src/bus/rabbitmq-send-ingress.js';
 import { LoadClient } from './stomp-load-client.js';
+import { PhaseCpu } from './phase-cpu.js';
+import { formatProfileSummary, summariseCpuProfile, type CpuProfile } from './cpu-profile-summary.js';
 
 const env = process.env;
 const PAIRS = Number(env.BENCH_PAIRS ?? 200);
@@ -27,6 +31,7 @@ const WINDOW = Number(env.BENCH_WINDOW ?? 8);
 const IDLE = Number(env.BENCH_IDLE ?? 2000);
 const PG_URL = env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const AMQP_URL = env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 const reachable = (port: number) =>
   new Promise<boolean>((resolve) => {
@@ -53,19 +58,32 @@ async function main(): Promise<void> {
   const useRabbit = usePostgres && env.BENCH_BUS !== 'memory' && (await reachable(5672));
   const instances = Number(env.BENCH_INSTANCES ?? (useRabbit ? 2 : 1));
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const sign = (email: string) => new SignJWT({ email }).setProtectedHeader({ alg: 'ES256' }).setExpirationTime('2h').sign(privateKey);
+  const sign = (email: string) =>
+    new SignJWT({ email }).setProtectedHeader({ alg: 'ES256' }).setIssuer('https://idp.bench.local').setAudience('chat-service').setIssuedAt().setExpirationTime('2h').sign(privateKey);
 
   const sendQueue = `bench.${randomUUID().slice(0, 8)}.send.queue`;
   let database: TestDatabase | undefined;
   let dataDir: string | undefined;
   const servers: ServiceProcess[] = [];
+  let cpu: PhaseCpu | undefined;
+  const phaseWindows: Array<[number, number]> = [];
+  // Kept after the run: the profiles are for DevTools too, not only for the summary printed here.
+  const profileDir = env.BENCH_PROFILE ? fs.mkdtempSync(path.join(os.tmpdir(), 'chat-bench-cpuprofile-')) : undefined;
+  // The service process helper passes SERVICE_NODE_ARGS to node; a profile is written when node exits normally.
+  if (profileDir) env.SERVICE_NODE_ARGS = [env.SERVICE_NODE_ARGS, '--cpu-prof', `--cpu-prof-dir=${profileDir}`].filter(Boolean).join(' ');
   try {
     const baseEnv: Record<string, string> = {
       JWT_PUBLIC_KEY: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+      JWT_ISSUER: 'https://idp.bench.local',
+      JWT_AUDIENCE: 'chat-service',
       LOG_LEVEL: 'info',
       ALLOWED_ORIGINS: '*',
       // The benchmark is the flood the per-user limit exists to stop.
       RATE_LIMIT_PER_MINUTE: '0',
+      // Every connection comes from one address, and the idle ones from one user.
+      MAX_CONNECTIONS_PER_USER: String(Math.max(20, IDLE)),
+      MAX_PENDING_CONNECTIONS: '1000000',
+      MAX_PENDING_CONNECTIONS_PER_ADDRESS: '1000000',
     };
     if (usePostgres) {
       database = await createTestDatabase(PG_URL);
@@ -84,6 +102,11 @@ async function main(): Promise<void> {
     const senderServer = servers[0]!;
     const receiverServer = servers[servers.length - 1]!;
     const wsUrl = (s: ServiceProcess) => `${s.url.replace(/^http/, 'ws')}/ws`;
+    cpu = await PhaseCpu.create({
+      servicePids: servers.map((s) => s.child.pid!),
+      postgres: database ? { adminUrl: PG_URL, database: new URL(database.url).pathname.slice(1) } : undefined,
+      rabbitmq: useRabbit,
+    });
 
     console.log(`\nchat-service benchmark — ${os.cpus().length} cores (${os.cpus()[0]?.model.trim()}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`);
     console.log(`store: ${usePostgres ? 'PostgreSQL' : 'PGlite'}, bus: ${useRabbit ? 'RabbitMQ' : 'in-process'}, instances: ${instances}, pairs: ${PAIRS}, window: ${WINDOW}/sender, ${SECONDS}s per phase\n`);
@@ -192,11 +215,15 @@ async function main(): Promise<void> {
     // Phase 1: closed-loop throughput (each sender keeps WINDOW sends in flight).
     senders.forEach((s) => s.start());
     await new Promise((r) => setTimeout(r, 2000)); // warm-up: JIT, pools, caches
+    const cpuStart1 = await cpu.sample();
     measuring = true;
     const t1 = performance.now();
     await new Promise((r) => setTimeout(r, SECONDS * 1000));
     const elapsed1 = (performance.now() - t1) / 1000;
     measuring = false;
+    const cpuEnd1 = await cpu.sample();
+    const cpu1 = PhaseCpu.format(cpuStart1, cpuEnd1, delivered);
+    phaseWindows.push([cpuStart1.atMicros, cpuEnd1.atMicros]);
     senders.forEach((s) => s.stop());
     const throughput = { acked: acked / elapsed1, delivered: delivered / elapsed1, deliver: [...deliverLatency].sort((a, b) => a - b), ack: [...ackLatency].sort((a, b) => a - b) };
     await settle();
@@ -211,6 +238,7 @@ async function main(): Promise<void> {
     acked = 0;
     delivered = 0;
     rateLimited = true;
+    const cpuStart2 = await cpu.sample();
     measuring = true;
     const t2 = performance.now();
     let sent2 = 0;
@@ -229,6 +257,9 @@ async function main(): Promise<void> {
     await settle();
     const elapsed2 = (performance.now() - t2) / 1000;
     measuring = false;
+    const cpuEnd2 = await cpu.sample();
+    const cpu2 = PhaseCpu.format(cpuStart2, cpuEnd2, delivered);
+    phaseWindows.push([cpuStart2.atMicros, cpuEnd2.atMicros]);
     const fixed = { sent: sent2 / elapsed2, deliver: [...deliverLatency].sort((a, b) => a - b), lost: sent2 - deliveredIds.size };
 
     if (env.BENCH_SPLIT) {
@@ -247,9 +278,13 @@ async function main(): Promise<void> {
     console.log(`| closed loop, ${PAIRS} senders × ${WINDOW} in flight | **${fmt(throughput.acked, 0)} msg/s acked**, ${fmt(throughput.delivered, 0)} msg/s delivered |`);
     console.log(`| closed loop: send→deliver latency | p50 ${fmt(percentile(throughput.deliver, 0.5))} ms, p95 ${fmt(percentile(throughput.deliver, 0.95))} ms, p99 ${fmt(percentile(throughput.deliver, 0.99))} ms |`);
     console.log(`| closed loop: send→ack latency | p50 ${fmt(percentile(throughput.ack, 0.5))} ms, p99 ${fmt(percentile(throughput.ack, 0.99))} ms |`);
+    console.log(`| closed loop: cpu µs/msg delivered | ${cpu1} |`);
     console.log(`| open loop at ${rate} msg/s (sent ${fmt(fixed.sent, 0)}/s) | send→deliver p50 ${fmt(percentile(fixed.deliver, 0.5))} ms, p95 ${fmt(percentile(fixed.deliver, 0.95))} ms, p99 ${fmt(percentile(fixed.deliver, 0.99))} ms; undelivered at end: ${fixed.lost} |`);
+    console.log(`| open loop at ${rate} msg/s: cpu µs/msg delivered | ${cpu2} |`);
     console.log(`| ${IDLE} idle STOMP connections | ${fmt((rssAfter - rssBefore) / IDLE / 1024, 1)} KiB RSS per connection (${fmt(rssBefore / 2 ** 20, 0)} → ${fmt(rssAfter / 2 ** 20, 0)} MiB) |`);
+    for (const note of cpu.notes) console.log(`(cpu: ${note})`);
   } finally {
+    await cpu?.close().catch(() => undefined);
     for (const s of servers) {
       s.child.kill('SIGTERM');
       await s.exited;
@@ -257,6 +292,31 @@ async function main(): Promise<void> {
     await database?.drop().catch(() => undefined);
     if (useRabbit) await deleteQueues(AMQP_URL, [sendQueue, deadLetterQueueOf(sendQueue)]).catch(() => undefined);
     if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+  if (profileDir) printProfiles(profileDir, servers, phaseWindows);
+}
+
+/**
+ * Top functions by self time in each instance's profile, counting only the measured phases: a
+ * profile covers the process's whole life, and start-up (tsx compiling every module) would bury the
+ * steady state in a short run.
+ */
+function printProfiles(dir: string, servers: ServiceProcess[], windows: Array<[number, number]>): void {
+  const files = fs.readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).sort();
+  const seconds = windows.reduce((sum, [from, to]) => sum + (to - from), 0) / 1e6;
+  console.log(`\nCPU profiles (BENCH_PROFILE=1), the ${windows.length} measured phases only (${fmt(seconds)} s); whole profiles for DevTools in ${dir}`);
+  if (files.length === 0) console.log('no .cpuprofile written: did the instances exit normally?');
+  for (const file of files) {
+    // Node names them CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile; thread 0 is the main thread.
+    const [pid, thread] = file.split('.').slice(3, 5).map(Number);
+    const index = servers.findIndex((s) => s.child.pid === pid);
+    const who = `${index >= 0 ? `service#${index + 1}` : 'unknown process'} (pid ${pid}, ${thread === 0 ? 'main thread' : `thread ${thread}`})`;
+    const profile = JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')) as CpuProfile;
+    const summary = summariseCpuProfile(profile, { top: 25, windows });
+    const busyMs = (summary.totalMicros - summary.idleMicros) / 1000;
+    // Other threads are tsx's module loader unless the service starts workers: mostly idle once started.
+    if (thread !== 0 && busyMs < 0.01 * seconds * 1000) console.log(`\n${who}: ${fmt(busyMs)} ms busy, not tabulated`);
+    else console.log(`\n${formatProfileSummary(who, summary, ROOT)}`);
   }
 }
 
