@@ -1,7 +1,7 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-const adapters = ['**/store/**', '**/bus/**', '**/profiles/**', '**/outbox/**', '**/app.js'];
+const adapters = ['**/store/**', '**/bus/**', '**/queue/**', '**/profiles/**', '**/outbox/**', '**/app.js'];
 
 export default tseslint.config(
   { ignores: ['node_modules/**', 'scratch/**', 'data/**', 'dist/**', 'web/dist/**', 'coverage/**'] },

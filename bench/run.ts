@@ -19,7 +19,7 @@ import { startServiceProcess, type ServiceProcess } from '../test/support/servic
 import { createTestDatabase, type TestDatabase } from '../test/support/test-database.js';
 import { header } from '../src/realtime/stomp/stomp-frame.js';
 import { deleteQueues } from '../test/support/test-queues.js';
-import { deadLetterQueueOf } from '../src/bus/rabbitmq-send-ingress.js';
+import { deadLetterQueueOf } from '../src/queue/rabbitmq-send-queue.js';
 import { LoadClient } from './stomp-load-client.js';
 import { PhaseCpu } from './phase-cpu.js';
 import { formatProfileSummary, summariseCpuProfile, type CpuProfile } from './cpu-profile-summary.js';

@@ -8,7 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { BusConfig, Config, StoreConfig } from './config/config.js';
 import { ChatService } from './chat/chat-service.js';
-import { systemClock, type EventBus, type ProfileDirectory } from './chat/ports.js';
+import { systemClock, type EventBus, type ProfileDirectory, type SendQueue } from './chat/ports.js';
 import { PgDatabase, type PgDatabaseOptions } from './store/postgres/pg-database.js';
 import { PgliteDatabase } from './store/postgres/pglite-database.js';
 import { migrate } from './store/postgres/migrator.js';
@@ -22,7 +22,9 @@ import { Metrics } from './observability/metrics.js';
 import { buildHttpServer } from './http/http-server.js';
 import { MemoryEventBus } from './bus/memory-event-bus.js';
 import { RabbitMqEventBus, type RabbitMqEventBusOptions } from './bus/rabbitmq-event-bus.js';
-import { type IngressChat, RabbitMqSendIngress, type RabbitMqSendIngressOptions } from './bus/rabbitmq-send-ingress.js';
+import { RabbitMqSendQueue, type RabbitMqSendQueueOptions } from './queue/rabbitmq-send-queue.js';
+import { MemorySendQueue } from './queue/memory-send-queue.js';
+import { SendPath, type SendUseCases } from './chat/send-path.js';
 import { RealtimeGateway } from './realtime/realtime-gateway.js';
 import { UserRateLimiter } from './limits/user-rate-limiter.js';
 import { RealtimeEndpoints } from './realtime/realtime-endpoints.js';
@@ -73,6 +75,18 @@ function buildBus(bus: BusConfig, config: Config, logger: Logger, tuning: AppOpt
   }
 }
 
+function buildSendQueue(bus: BusConfig, config: Config, logger: Logger, tuning: AppOptions['sendQueue']): SendQueue {
+  const log = logger.child({ component: 'send-queue' });
+  switch (bus.kind) {
+    case 'memory':
+      return new MemorySendQueue({ ...tuning, logger: log });
+    case 'rabbitmq':
+      return new RabbitMqSendQueue({ queue: bus.sendQueue, ...tuning, url: bus.url, instanceId: config.instanceId, logger: log });
+    default:
+      return assertNever(bus);
+  }
+}
+
 function buildVerifier(config: Config, devIssuer: DevTokenIssuer | undefined): TokenVerifier {
   const auth = config.auth;
   switch (auth.kind) {
@@ -111,17 +125,17 @@ export interface AppOptions {
   /** RabbitMQ event bus tuning for tests (heart-beat, timeouts). */
   bus?: Partial<Omit<RabbitMqEventBusOptions, 'url' | 'instanceId' | 'logger'>>;
   /** Send queue options for tests: their own queue names (never the shared chat.send.queue), timings. */
-  ingress?: Partial<Omit<RabbitMqSendIngressOptions, 'url' | 'instanceId' | 'logger'>>;
+  sendQueue?: Partial<Omit<RabbitMqSendQueueOptions, 'url' | 'instanceId' | 'logger'>>;
   /** Outbox relay tuning for tests (lease, backoff, retries). */
   outbox?: Partial<OutboxRelayOptions>;
   /**
-   * Fault injection for tests: wraps what the relay publishes through, and what the send-queue
-   * consumer stores through, so a test can stop a process at an exact point (after a confirm,
-   * after a commit) or make a send fail. Never set in production.
+   * Fault injection for tests: wraps what the relay publishes through, and what the send path
+   * stores through, so a test can stop a process at an exact point (after a confirm, after a
+   * commit) or make a send fail. Never set in production.
    */
   faults?: {
     relayBus?: (bus: EventBus) => EventBus;
-    ingressChat?: (chat: IngressChat) => IngressChat;
+    sendChat?: (chat: SendUseCases) => SendUseCases;
   };
 }
 
@@ -161,24 +175,17 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     await relay.start();
     stack.push({ name: 'outbox', stop: () => relay.stop() });
 
-    // With RabbitMQ, STOMP sends go through the durable send queue (DESIGN §6.3); any instance stores them.
-    const ingress =
-      config.bus.kind === 'rabbitmq'
-        ? new RabbitMqSendIngress({
-            queue: config.bus.sendQueue,
-            ...options.ingress,
-            url: config.bus.url,
-            instanceId: config.instanceId,
-            chat: options.faults?.ingressChat?.(chat) ?? chat,
-            bus,
-            metrics,
-            logger: logger.child({ component: 'send-ingress' }),
-          })
-        : undefined;
-    if (ingress) {
-      await ingress.start();
-      stack.push({ name: 'send-ingress', stop: () => ingress.stop() });
-    }
+    // Every send is stored here first; the queue holds those that cannot be stored yet (ADR 0010).
+    const sendQueue = buildSendQueue(config.bus, config, logger, options.sendQueue);
+    const sends = new SendPath({
+      chat: options.faults?.sendChat?.(chat) ?? chat,
+      queue: sendQueue,
+      bus,
+      onOutcome: (transport, result) => metrics.messagesSent.inc({ transport, result }),
+      onUnexpected: (err) => logger.error({ err, component: 'send-path' }, 'storing a send failed unexpectedly; it is queued and retried'),
+    });
+    await sendQueue.start();
+    stack.push({ name: 'send-queue', stop: () => sendQueue.stop() });
 
     // One per-user send budget for REST and STOMP sends, so switching transports buys no extra sends.
     const sendLimiter = new UserRateLimiter(config.rateLimitPerMinute, 'sends');
@@ -188,7 +195,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
       verifier,
       metrics,
       logger: logger.child({ component: 'realtime' }),
-      ingress,
+      sends,
       sendLimiter,
       maxConnectionsPerUser: config.stompLimits.maxConnectionsPerUser,
     });
@@ -211,6 +218,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
 
     const http = buildHttpServer({
       chat,
+      sends,
       verifier,
       requestLimiter: new UserRateLimiter(config.rateLimitPerMinute, 'requests'),
       sendLimiter,
@@ -226,7 +234,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
           () => 'down' as const,
         ),
         bus: bus.isHealthy() ? 'up' : 'down',
-        ...(ingress ? { sendQueue: ingress.isHealthy() ? ('up' as const) : ('down' as const) } : {}),
+        sendQueue: sendQueue.isHealthy() ? 'up' : 'down',
       }),
     });
     http.server.on('upgrade', (req, socket, head) => realtime.handleUpgrade(req, socket, head));

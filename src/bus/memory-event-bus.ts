@@ -114,6 +114,11 @@ export class MemoryEventBus implements EventBus {
     this.handlers.push(handler);
   }
 
+  deliverLocally(envelope: BusEnvelope): void {
+    const json = JSON.stringify(envelope);
+    setImmediate(() => this.dispatch(json));
+  }
+
   addInterest(userEmail: string): Promise<void> {
     if (this.state === 'stopped') return Promise.reject(new Error('MemoryEventBus: addInterest after stop'));
     const user = normaliseUserEmail(userEmail);

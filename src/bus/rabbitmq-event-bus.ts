@@ -180,6 +180,12 @@ export class RabbitMqEventBus implements EventBus {
     this.handlers.push(handler);
   }
 
+  deliverLocally(envelope: BusEnvelope): void {
+    // A copy as the wire would make it, handed over later, as a delivery from the broker would be.
+    const copy = JSON.parse(JSON.stringify(envelope)) as BusEnvelope;
+    setImmediate(() => this.dispatch(copy));
+  }
+
   async addInterest(userEmail: string): Promise<void> {
     if (this.stopping) throw new BusStoppedError('addInterest');
     const key = this.routingKey(userEmail);
@@ -191,8 +197,10 @@ export class RabbitMqEventBus implements EventBus {
     interest.refs += 1;
     clearTimeout(interest.linger);
     interest.linger = undefined;
-    // Before start, the consumer's first setup binds every interested user.
-    if (!this.starting) return;
+    // Before start, the consumer's first setup binds every interested user; while the broker is
+    // away, the re-setup after reconnecting does. Waiting for it would refuse the user's connection
+    // for as long as the broker is gone, and chat between users of this instance needs no broker.
+    if (!this.starting || (!interest.bound && !this.connection?.ready)) return;
 
     if (!interest.bound) {
       const owner = interest;
@@ -354,6 +362,11 @@ export class RabbitMqEventBus implements EventBus {
       this.log.warn({ routingKey: msg.routingKey, exchange: msg.exchange, contentType: msg.contentType }, 'malformed bus message dropped');
       return ConsumerStatus.DROP;
     }
+    this.dispatch(envelope);
+    return ConsumerStatus.ACK;
+  }
+
+  private dispatch(envelope: BusEnvelope): void {
     for (const handler of this.handlers) {
       try {
         handler(envelope);
@@ -363,7 +376,6 @@ export class RabbitMqEventBus implements EventBus {
         this.log.error({ err }, 'bus handler threw');
       }
     }
-    return ConsumerStatus.ACK;
   }
 
   /** Binds `key` on the instance queue; resolves once the broker confirmed it on a live queue. */

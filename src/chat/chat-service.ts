@@ -90,14 +90,16 @@ export class ChatService {
   async sendMessage(caller: Caller, input: SendMessageInput): Promise<{ message: ChatMessageView; created: boolean }> {
     const { session, sessionId, clientMessageId, content } = await this.validateSend(caller, input);
     const { me, peer } = sides(session, caller.email);
+    let envelope: BusEnvelope | undefined;
     const { message, created } = await this.deps.store.appendMessage({
       sessionId,
       senderProfileId: me.profileId,
       content,
       clientMessageId,
       sentAt: this.deps.clock.now(),
-      toEvent: (stored) => messageEnvelope(session, me, peer, stored),
+      toEvent: (stored) => (envelope = messageEnvelope(session, me, peer, stored)),
     });
+    if (created && envelope) this.deliverHereIfBusDown(envelope);
     return { message: messageView(session, message), created };
   }
 
@@ -192,9 +194,9 @@ export class ChatService {
     const upToSeq = requireSeq('upToSeq', upToSeqInput);
     const session = await this.participantSession(caller, sessionId);
     const { me, peer } = sides(session, caller.email);
-    const update = await this.deps.store.markSeen(sessionId, me.profileId, upToSeq, (u) =>
-      receiptEnvelope(session, me, peer, 'seen', u.messages),
-    );
+    let envelope: BusEnvelope | undefined;
+    const update = await this.deps.store.markSeen(sessionId, me.profileId, upToSeq, (u) => (envelope = receiptEnvelope(session, me, peer, 'seen', u.messages)));
+    if (envelope && update.messages.length > 0) this.deliverHereIfBusDown(envelope);
     return { sessionId, upToSeq, updated: update.messages.length };
   }
 
@@ -204,9 +206,9 @@ export class ChatService {
     const ids = messageIds.map((id) => requireUuid('messageId', id));
     const session = await this.participantSession(caller, sessionId);
     const { me, peer } = sides(session, caller.email);
-    const update = await this.deps.store.markDelivered(sessionId, me.profileId, ids, (u) =>
-      receiptEnvelope(session, me, peer, 'delivered', u.messages),
-    );
+    let envelope: BusEnvelope | undefined;
+    const update = await this.deps.store.markDelivered(sessionId, me.profileId, ids, (u) => (envelope = receiptEnvelope(session, me, peer, 'delivered', u.messages)));
+    if (envelope && update.messages.length > 0) this.deliverHereIfBusDown(envelope);
     return update.messages.length;
   }
 
@@ -216,7 +218,7 @@ export class ChatService {
     if (typeof typingInput !== 'boolean') throw new ChatError('VALIDATION_FAILED', 'typing must be true or false', { field: 'typing' });
     const session = await this.participantSession(caller, sessionId);
     const { me, peer } = sides(session, caller.email);
-    await this.deps.bus.publish({
+    const envelope: BusEnvelope = {
       recipients: [me.email, peer.email],
       event: {
         type: 'typing',
@@ -224,7 +226,22 @@ export class ChatService {
         destinations: [{ topic: sessionTopic(sessionId) }],
         typing: { sessionId, email: me.email, typing: typingInput },
       },
-    });
+    };
+    try {
+      await this.deps.bus.publish(envelope);
+    } catch {
+      // Ephemeral: without the broker, the participants connected here still see it.
+      this.deps.bus.deliverLocally(envelope);
+    }
+  }
+
+  /**
+   * The outbox relay publishes only while the bus is up. Without the broker, the users connected to
+   * this instance still get what was just written here, live; everyone gets it from the outbox once
+   * the broker is back (a second copy here, which clients drop by seq).
+   */
+  private deliverHereIfBusDown(envelope: BusEnvelope): void {
+    if (!this.deps.bus.isHealthy()) this.deps.bus.deliverLocally(envelope);
   }
 
   async listSessions(caller: Caller, limit = MAX_PAGE): Promise<SessionListItem[]> {

@@ -53,15 +53,71 @@ export type BusHandler = (envelope: BusEnvelope) => void;
  *   (clients order by seq).
  * - `onEvent` handlers are called for every received envelope; `start` must be called before
  *   `publish`; `stop` releases everything and is idempotent.
+ * - `deliverLocally` hands an envelope to this instance's own handlers only, without the broker:
+ *   what the caller does when `publish` failed, so users connected here still get the event live
+ *   while the broker is away (other instances get it when a later publish succeeds).
+ * - `addInterest` while the broker is unreachable holds the interest and resolves: the binding is
+ *   made when the connection is back, before consuming resumes. Events published meanwhile could
+ *   not reach the broker anyway; local ones arrive through `deliverLocally`.
  */
 export interface EventBus {
   start(): Promise<void>;
   stop(): Promise<void>;
   publish(envelope: BusEnvelope): Promise<void>;
+  deliverLocally(envelope: BusEnvelope): void;
   onEvent(handler: BusHandler): void;
   addInterest(userEmail: string): Promise<void>;
   removeInterest(userEmail: string): void;
   /** True while the bus is connected and able to publish. */
+  isHealthy(): boolean;
+}
+
+/** A send taken in while it could not be stored at once, as the client sent it (checked again when stored). */
+export interface QueuedSend {
+  readonly caller: { readonly email: string; readonly displayName?: string };
+  readonly request: {
+    readonly sessionId: unknown;
+    readonly content: unknown;
+    readonly clientMessageId: unknown;
+    readonly senderEmail?: unknown;
+    readonly intent?: unknown;
+  };
+}
+
+/** What a SendQueue does with the sends it holds. */
+export interface SendQueueHandlers {
+  /**
+   * Stores one queued send. Resolves when the queue may forget it (stored, a repeat, or refused and
+   * the sender told). Rejects with a ChatError of status 503 (an outage) to keep it for later; any
+   * other rejection counts as a failed attempt.
+   */
+  store(send: QueuedSend): Promise<void>;
+  /** Told once a send has been set aside as dead (attempts exhausted), with the last error. */
+  dead(send: QueuedSend, error: string): Promise<void> | void;
+}
+
+/**
+ * The durable queue behind the send path: where a send goes that could not be stored when it was
+ * accepted (the store unreachable, or an unexpected failure), to be stored once it can be.
+ *
+ * - `enqueue` resolves once the send will survive a crash of this process (RabbitMQ: routed and
+ *   confirmed by the broker); it rejects when the queue cannot take it, and then the caller must
+ *   not report the send as accepted. A send may be enqueued twice (a client retry): storing is
+ *   idempotent on (sender, clientMessageId).
+ * - `consume` registers the handlers, once, before `start`. Sends are handed over in the order they
+ *   were enqueued; a session's sends one at a time, each after the previous one of that session is
+ *   done, so their seqs follow that order. Sends of different sessions proceed concurrently.
+ * - An outage rejection keeps the send, and the sends of its session behind it, and retries it after
+ *   a capped backoff for as long as it takes. After `maxAttempts` other failures the send is moved to
+ *   the dead letters with its error, `handlers.dead` is told, and its session moves on.
+ * - `isHealthy` says whether `enqueue` can succeed now. `stop` stops consuming (sends in hand are
+ *   finished or left to be handed over again) and is idempotent.
+ */
+export interface SendQueue {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  enqueue(send: QueuedSend): Promise<void>;
+  consume(handlers: SendQueueHandlers): void;
   isHealthy(): boolean;
 }
 

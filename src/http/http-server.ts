@@ -10,6 +10,7 @@ import type { Static, TypeBoxTypeProvider } from '@fastify/type-provider-typebox
 import type { Logger } from 'pino';
 import { ChatError } from '../chat/chat-errors.js';
 import type { ChatService } from '../chat/chat-service.js';
+import type { SendPath } from '../chat/send-path.js';
 import { findMalformedText } from '../chat/text-rules.js';
 import { requireDisplayName, requireEmail } from '../chat/validation.js';
 import type { TokenVerifier, VerifiedCaller } from '../auth/token-verifier.js';
@@ -34,6 +35,8 @@ export const BODY_LIMIT_BYTES = 64 * 1024;
 
 export interface HttpServerDeps {
   chat: ChatService;
+  /** Where sends are stored: the same path STOMP sends take. */
+  sends: SendPath;
   verifier: TokenVerifier;
   /** Each authenticated /api request takes one unit of its caller's budget. */
   requestLimiter: UserRateLimiter;
@@ -132,9 +135,10 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
 
       const send = async (request: FastifyRequest<{ Body: Static<typeof ChatMessageBody> }>, reply: FastifyReply) => {
         await deps.sendLimiter.take(caller(request).email);
-        const { message, created } = await deps.chat.sendMessage(caller(request), request.body);
-        deps.metrics.messagesSent.inc({ transport: 'http', result: created ? 'created' : 'repeat' });
-        return reply.code(created ? 201 : 200).send(message);
+        // No connection: REST answers with the stored message, so an outage is a 503 to retry, not a queued send.
+        const outcome = await deps.sends.send(caller(request), request.body, { transport: 'http' });
+        if (outcome.kind === 'queued') throw new ChatError('INTERNAL', 'a REST send was queued');
+        return reply.code(outcome.kind === 'stored' ? 201 : 200).send(outcome.message);
       };
       api.post('/chat/message', { schema: { body: ChatMessageBody } }, send);
       api.post('/chat/send', { schema: { body: ChatMessageBody } }, send);

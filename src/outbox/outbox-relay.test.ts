@@ -97,6 +97,9 @@ class ScriptedBus implements EventBus {
       this.log.end(key);
     }
   }
+  deliverLocally(envelope: BusEnvelope): void {
+    this.inner.deliverLocally(envelope);
+  }
   start(): Promise<void> {
     return this.inner.start();
   }

@@ -12,6 +12,7 @@
 import type { Logger } from 'pino';
 import { CHAT_ERROR_CATALOGUE, ChatError } from '../chat/chat-errors.js';
 import type { ChatService, SendMessageInput } from '../chat/chat-service.js';
+import type { SendPath } from '../chat/send-path.js';
 import type { ChatEvent, Destination } from '../chat/chat-events.js';
 import { findMalformedText, isWellFormedText } from '../chat/text-rules.js';
 import type { BusEnvelope, EventBus } from '../chat/ports.js';
@@ -37,20 +38,14 @@ interface Listener {
   sub: Subscription;
 }
 
-/** Where accepted STOMP sends go: straight to the chat service, or through a durable queue (cluster). */
-export interface SendIngress {
-  /** Resolves once the send is durably accepted; `created: false` marks a repeat answered from the store. */
-  submit(caller: Principal, request: SendMessageInput): Promise<{ message?: unknown; created?: boolean } | void>;
-}
-
 export interface RealtimeGatewayDeps {
   chat: ChatService;
   bus: EventBus;
   verifier: TokenVerifier;
   metrics: Metrics;
   logger: Logger;
-  /** Defaults to calling the chat service directly. */
-  ingress?: SendIngress;
+  /** Where sends are stored (or queued, when they cannot be stored yet). */
+  sends: SendPath;
   /** Each SEND to /app/chat.send takes one unit of its sender's send budget (shared with REST sends). */
   sendLimiter: UserRateLimiter;
   /** Open STOMP connections one user may hold on this instance; a CONNECT beyond it is refused. */
@@ -63,16 +58,8 @@ export class RealtimeGateway implements StompHandler {
   private readonly topicListeners = new Map<string, Set<Listener>>();
   private readonly queueListeners = new Map<StompConnection, Map<UserQueue, Set<Subscription>>>();
   private readonly interestHeld = new Set<StompConnection>();
-  private readonly ingress: SendIngress;
 
   constructor(private readonly deps: RealtimeGatewayDeps) {
-    this.ingress = deps.ingress ?? {
-      submit: async (caller, request) => {
-        const result = await deps.chat.sendMessage(caller, request);
-        deps.metrics.messagesSent.inc({ transport: 'stomp', result: result.created ? 'created' : 'repeat' });
-        return result;
-      },
-    };
     deps.bus.onEvent((envelope) => this.dispatch(envelope));
   }
 
@@ -115,6 +102,7 @@ export class RealtimeGateway implements StompHandler {
     const email = conn.principal?.email;
     if (!email) return;
     this.releaseSlot(email, conn);
+    this.deps.sends.forget(conn.id);
     if (!this.interestHeld.delete(conn)) return;
     this.queueListeners.delete(conn);
     this.deps.bus.removeInterest(email);
@@ -170,15 +158,15 @@ export class RealtimeGateway implements StompHandler {
           senderEmail: body.senderEmail,
           intent: body.intent,
         };
-        let result;
         try {
           await this.deps.sendLimiter.take(caller.email);
-          result = await this.ingress.submit(caller, request);
         } catch (err) {
           throw withClientMessageId(err, request.clientMessageId);
         }
+        // Stored: the outbox acks it; queued: the outbox acks it once stored (the RECEIPT says accepted).
+        const outcome = await this.deps.sends.send(caller, request, { transport: 'stomp', connection: conn.id });
         // A repeat writes no new event, so its ack comes from here rather than through the outbox.
-        if (result && result.created === false && result.message) this.deliverToConnection(conn, 'ack', result.message);
+        if (outcome.kind === 'repeat') this.deliverToConnection(conn, 'ack', outcome.message);
         return;
       }
       case '/app/chat.seen':

@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { Connection } from 'rabbitmq-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { IngressChat } from '../../src/bus/rabbitmq-send-ingress.js';
+import type { SendUseCases } from '../../src/chat/send-path.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import { createTestDatabase, infra, type TestDatabase } from '../support/infra.js';
 import { connectStomp } from '../support/stomp-client.js';
@@ -23,7 +23,7 @@ import { type LedgerFigures, LedgerLoad, type LoadOptions, type Pair } from './s
 const LOAD: LoadOptions = { messagesPerSender: 150, window: 8, ratePerSender: 50, ackTimeoutMs: 3_000, deadlineMs: 40_000 };
 
 /** A send that throws a non-ChatError every time it is stored, as a bug would. */
-const poisonous = (chat: IngressChat): IngressChat => ({
+const poisonous = (chat: SendUseCases): SendUseCases => ({
   checkSend: (caller, input) => chat.checkSend(caller, input),
   repeatAckEnvelope: (caller, message) => chat.repeatAckEnvelope(caller, message),
   sendFailedEnvelope: (caller, input, err) => chat.sendFailedEnvelope(caller, input, err),
@@ -48,7 +48,7 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('faults under load (tw
         name,
         amqpUrl: amqp.url,
         databaseUrl: db.url,
-        app: { faults: { ingressChat: poisonous }, outbox: { maxRetries: 4, backoff: (n) => 200 * n } },
+        app: { faults: { sendChat: poisonous }, outbox: { maxRetries: 4, backoff: (n) => 200 * n } },
       });
       nodes.push({ app, amqp: amqp.proxy, db: db.proxy });
     }

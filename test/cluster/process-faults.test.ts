@@ -1,7 +1,7 @@
 /**
  * Crashes (SIGKILL) of whole instances under load, with instances as child processes: a steady
  * instance stays up throughout, and each test starts a second one and has it die, either at an
- * exact point from inside (right after a confirmed relay publish, right after a send-queue commit)
+ * exact point from inside (right after a confirmed relay publish, right after a send's commit)
  * or from outside, mid-load, with clients connected to it. The ledger then shows nothing
  * acknowledged is lost, nothing is stored twice, and recipients see each message (once after
  * de-duplication by messageId), live or recovered from history after they reconnect.
@@ -17,15 +17,11 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('instances killed with
   let database: TestDatabase;
   let shared: ClusterShared;
   let steady: InstanceProcess;
-  /** Started first, so its consumer is the send queue's single active one until it dies. */
-  let doomedConsumer: InstanceProcess;
   const started: InstanceProcess[] = [];
 
   beforeAll(async () => {
     database = await createTestDatabase(infra.postgresUrl!);
     shared = sharedCluster(database.url, infra.rabbitmqUrl!);
-    doomedConsumer = await startInstanceProcess(shared, { name: 'doomed-consumer', fault: 'ingress-after-commits:40' });
-    started.push(doomedConsumer);
     steady = await startInstanceProcess(shared, { name: 'steady' });
     started.push(steady);
   });
@@ -49,12 +45,17 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('instances killed with
     return p;
   }
 
-  /** Four pairs; with `doomed`, senders alternate between it and the steady one, recipients on the other. */
-  async function pairs(doomed?: InstanceProcess): Promise<Pair[]> {
+  /**
+   * Four pairs; with `doomed`, senders alternate between it and the steady one, recipients on the
+   * other; with `sendersOn`, every sender starts there and every recipient is on the steady one.
+   */
+  async function pairs(doomed?: InstanceProcess, sendersOn?: InstanceProcess): Promise<Pair[]> {
     return Promise.all(
       Array.from({ length: 4 }, async (_, i) => {
         const [sender, recipient] = await Promise.all([newUser(shared.idp, `sender${i}`), newUser(shared.idp, `recipient${i}`)]);
-        const [mine, theirs] = !doomed ? [steady.url, steady.url] : i % 2 === 0 ? [doomed.url, steady.url] : [steady.url, doomed.url];
+        const [mine, theirs] = sendersOn
+          ? [sendersOn.url, steady.url]
+          : !doomed ? [steady.url, steady.url] : i % 2 === 0 ? [doomed.url, steady.url] : [steady.url, doomed.url];
         const sessionId = await openSession(steady.url, sender, recipient);
         return { sessionId, sender, recipient, senderUrls: [mine, theirs], recipientUrls: [theirs, mine] };
       }),
@@ -84,17 +85,18 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('instances killed with
     return Number(match?.[1] ?? 0);
   }
 
-  it('a send-queue consumer killed after its commit, before its ack: the send is redelivered and stored once', async () => {
-    const doomed = doomedConsumer;
-    const load = new LedgerLoad(await pairs(), LOAD); // everybody on the steady instance
+  it('an instance killed after a send\u2019s commit, before its ack: the sender resends elsewhere and it is stored once', async () => {
+    const doomed = await startDoomed('store-after-commits:40');
+    // Its senders store there; their recipients stay connected to the steady one throughout.
+    const load = new LedgerLoad(await pairs(undefined, doomed), LOAD);
     const repeatsBefore = await repeatsOn(steady);
     await load.start();
     expect(await doomed.exited).toBe('SIGKILL');
     const victim = injected(doomed);
-    const figures = await load.finish(shared.databaseUrl, 'send-queue consumer killed between commit and ack');
+    const figures = await load.finish(shared.databaseUrl, 'instance killed between commit and ack');
     expectNothingLost(figures, load);
-    // The steady instance took over the queue, got the unacked send again and found it stored: a
-    // repeat, acked as such.
+    // The sender reconnected to the steady instance and sent the unacked send again, which found it
+    // stored: a repeat, acked as such.
     expect(await repeatsOn(steady)).toBeGreaterThan(repeatsBefore);
     const stored = (await storedMessages(shared.databaseUrl, load.pairs.map((p) => p.sessionId))).filter((m) => m.clientMessageId === victim.clientMessageId);
     expect(stored).toHaveLength(1);

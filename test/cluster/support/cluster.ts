@@ -77,7 +77,7 @@ export function testAppOptions(shared: ClusterShared, extra: AppOptions = {}): A
   return {
     stomp: { heartbeatSendMs: 1_000, heartbeatReceiveMs: 1_000 },
     ...extra,
-    ingress: { queue: shared.queue, deadLetterQueue: shared.deadLetterQueue, retryMinMs: 50, retryMaxMs: 500, publishTimeoutMs: 3_000, heartbeatSec: 1, connectionTimeoutMs: 2_000, ...extra.ingress },
+    sendQueue: { queue: shared.queue, deadLetterQueue: shared.deadLetterQueue, retryMinMs: 50, retryMaxMs: 500, publishTimeoutMs: 3_000, heartbeatSec: 1, connectionTimeoutMs: 2_000, ...extra.sendQueue },
     bus: { heartbeatSec: 1, connectionTimeoutMs: 2_000, lingerMs: 1_000, queueExpiresMs: 10_000, ...extra.bus },
     outbox: { errorBackoffMaxMs: 500, leaseMs: 5_000, publishTimeoutMs: 3_000, ...extra.outbox },
   };

@@ -2,13 +2,14 @@
  * The service's entry point for cluster tests run as child processes: `src/main.ts` plus what only
  * a test may set, from two variables.
  *
- * - `CLUSTER_APP_OPTIONS`: JSON of AppOptions' plain parts (`ingress` queue names, `bus`, `outbox`,
+ * - `CLUSTER_APP_OPTIONS`: JSON of AppOptions' plain parts (`sendQueue` names, `bus`, `outbox`,
  *   `stomp`), so a test never touches the shared chat.send.queue and can shorten timings.
  * - `CLUSTER_FAULT`: where the process kills itself with SIGKILL, as a crash would, at an exact
  *   point no outside kill can hit:
  *     `relay-after-confirms:N`  right after the relay's N-th publish was confirmed by the broker,
  *                               before its outbox row is marked processed;
- *     `ingress-after-commits:N` right after the send-queue consumer's N-th commit, before its ack.
+ *     `store-after-commits:N`   right after the N-th send this instance stored (a commit), before
+ *                               its sender hears of it (RECEIPT, ack).
  */
 import fs from 'node:fs';
 import { createApp, type AppOptions } from '../../../src/app.js';
@@ -33,7 +34,7 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
   const options = JSON.parse(process.env.CLUSTER_APP_OPTIONS ?? '{}') as AppOptions;
-  const fault = /^(relay-after-confirms|ingress-after-commits):(\d+)$/.exec(process.env.CLUSTER_FAULT ?? '');
+  const fault = /^(relay-after-confirms|store-after-commits):(\d+)$/.exec(process.env.CLUSTER_FAULT ?? '');
   if (fault?.[1] === 'relay-after-confirms') {
     const tick = killAfter(Number(fault[2]), 'relay-after-confirm');
     options.faults = {
@@ -41,6 +42,7 @@ async function main(): Promise<void> {
         start: () => bus.start(),
         stop: () => bus.stop(),
         onEvent: (handler) => bus.onEvent(handler),
+        deliverLocally: (envelope) => bus.deliverLocally(envelope),
         addInterest: (user) => bus.addInterest(user),
         removeInterest: (user) => bus.removeInterest(user),
         isHealthy: () => bus.isHealthy(),
@@ -50,10 +52,10 @@ async function main(): Promise<void> {
         },
       }),
     };
-  } else if (fault?.[1] === 'ingress-after-commits') {
-    const tick = killAfter(Number(fault[2]), 'ingress-after-commit');
+  } else if (fault?.[1] === 'store-after-commits') {
+    const tick = killAfter(Number(fault[2]), 'store-after-commit');
     options.faults = {
-      ingressChat: (chat) => ({
+      sendChat: (chat) => ({
         checkSend: (caller, input) => chat.checkSend(caller, input),
         repeatAckEnvelope: (caller, message) => chat.repeatAckEnvelope(caller, message),
         sendFailedEnvelope: (caller, input, err) => chat.sendFailedEnvelope(caller, input, err),

@@ -1,7 +1,7 @@
 /**
- * SendIngress over RabbitMQ (DESIGN.md §6.3): STOMP sends are taken in through the durable quorum
- * queue `chat.send.queue`, so a send accepted while PostgreSQL is down is stored when it is back,
- * and any instance may store a send accepted by another.
+ * SendQueue over RabbitMQ: the durable quorum queue `chat.send.queue` that holds the sends the send
+ * path could not store when they were accepted (the store unreachable, or an unexpected failure),
+ * until they can be stored, on any instance (docs/adr/0010).
  *
  * Topology (declared on start and on every channel set-up; declarations are idempotent):
  * - `chat.send.queue`: quorum, `x-delivery-limit` (default 10), dead-lettered at least once
@@ -10,69 +10,50 @@
  *   active consumer (below);
  * - `chat.send.dead`: quorum, where sends end that can never be stored, with their error.
  *
- * Accepting (`submit`, on the instance that holds the client's STOMP connection):
- *  1. `chat.checkSend`: shape, identity, participation. A bad send is refused at once. Only
- *     STORE_UNAVAILABLE is let through: the consumer checks again before it stores anything, and
- *     refusing would defeat the point of the queue during a database outage.
- *  2. Publish `{caller, request}` persistent, `mandatory` and confirmed. It resolves only on the
- *     broker's confirm and only if the message was routed (an unroutable publish is confirmed
- *     too, after a basic.return: that is an error here, never a silent success). Then the gateway
- *     writes the client's RECEIPT. Any failure is `ChatError('BUS_UNAVAILABLE')`: the client
- *     retries with the same clientMessageId, which is idempotent.
+ * Enqueueing: publish `{caller, request}` persistent, `mandatory` and confirmed. It resolves only on
+ * the broker's confirm and only if the message was routed (an unroutable publish is confirmed too,
+ * after a basic.return: that is an error here, never a silent success).
  *
  * Consuming (every instance subscribes; prefetch bounds the sends in flight):
- * - Order: a sender's messages must get their seqs in the order they were sent. Competing consumers
- *   on several instances would commit neighbours concurrently and invert them (measured: one in ten
- *   under a light load). So the queue has a single active consumer (RabbitMQ fails over to another
- *   instance's consumer when it goes), and that consumer stores each session's messages one after
- *   another while group-committing across sessions. Redelivered messages come back first.
- * - `chat.sendMessage`, then ack only after the commit. Outcomes:
- *   created → nothing more (the outbox acks the sender); repeat (`created: false`) → the repeat's ack
- *   through the EventBus; permanent ChatError (4xx) → the failure through the EventBus to the
- *   sender's /user/queue/error, then ack.
- * - Outage (503 ChatError: store, bus, profile service): the message stays unacked and is retried
- *   in-process with capped backoff until it goes through. Never nack-requeue: quorum queues count
- *   every return toward the delivery limit, so an outage would dead-letter good sends.
- * - Unexpected failure (not a ChatError, or INTERNAL): retried `maxAttempts` times, then published
- *   to the dead-letter queue with the error in `x-chat-error*` headers and acked; if even that
- *   publish fails, nack without requeue lets the broker dead-letter it (`x-death`, reason
- *   `rejected`). A send that kills its consumer every time is dead-lettered by the broker once the
- *   delivery limit is reached (`x-death` reason `delivery_limit`).
+ * - Order: a session's sends must be stored in the order they were queued. Competing consumers
+ *   would commit neighbours concurrently and invert them, so the queue has a single active consumer
+ *   (RabbitMQ fails over to another instance's consumer when it goes), which stores each session's
+ *   sends one after another while group-committing across sessions. The queue carries only spilled
+ *   sends, so one consumer is no throughput limit: normal sends never touch it.
+ * - `handlers.store`, then ack only after it resolved. An outage rejection (a 503 ChatError) keeps
+ *   the message unacked and retries in-process with capped backoff until it goes through. Never
+ *   nack-requeue: quorum queues count every return toward the delivery limit, so an outage would
+ *   dead-letter good sends.
+ * - Any other rejection: retried `maxAttempts` times, then published to the dead-letter queue with
+ *   the error in `x-chat-error*` headers, `handlers.dead` told, and acked; if even that publish
+ *   fails, nack without requeue lets the broker dead-letter it (`x-death`, reason `rejected`). A
+ *   send that kills its consumer every time is dead-lettered by the broker once the delivery limit
+ *   is reached (`x-death` reason `delivery_limit`).
  * - A message is acked or nacked only on the channel it came on. When that channel goes (connection
  *   lost), its handlers give up at their next step and the broker redelivers: storing is
- *   idempotent, so a redelivery after a commit whose ack was lost stores nothing new and acks the
- *   sender again as a repeat.
+ *   idempotent, so a redelivery after a commit whose ack was lost stores nothing new.
  *
- * Lifecycle: construct (no I/O) → `start()` connects, declares, consumes (rejects after
- * `startTimeoutMs`, releasing everything) → `stop()` cancels the consumer, stops retry loops,
- * waits (bounded) for handlers in flight, closes the channels and the connection. Unacked messages
- * go back to the queue for the other instances. Idempotent.
+ * Lifecycle: construct (no I/O) → `consume(handlers)` → `start()` connects, declares, consumes
+ * (rejects after `startTimeoutMs`, releasing everything) → `stop()` cancels the consumer, stops
+ * retry loops, waits (bounded) for handlers in flight, closes the channels and the connection.
+ * Unacked messages go back to the queue for the other instances. Idempotent.
  *
- * Must never happen: a RECEIPT for a send the broker did not take; an ack before the commit; a
- * tight redelivery loop; a send lost because PostgreSQL or RabbitMQ was away for a while.
+ * Must never happen: `enqueue` resolving for a send the broker did not take; an ack before the
+ * store; a tight redelivery loop; a send lost because PostgreSQL or RabbitMQ was away for a while.
  */
 import { randomUUID } from 'node:crypto';
 import { Connection } from 'rabbitmq-client';
 import type { AsyncMessage, Channel, Publisher, ReturnedMessage } from 'rabbitmq-client';
 import { ChatError } from '../chat/chat-errors.js';
-import type { Caller, SendMessageInput } from '../chat/chat-service.js';
-import type { ChatMessageView } from '../chat/chat-events.js';
-import type { BusEnvelope, EventBus } from '../chat/ports.js';
-import { silentBusLogger, type BusLogger } from './bus-logger.js';
-import { decodeJsonBody, withTimeout } from './amqp-support.js';
+import type { QueuedSend, SendQueue, SendQueueHandlers } from '../chat/ports.js';
+import { silentBusLogger, type BusLogger } from '../bus/bus-logger.js';
+import { decodeJsonBody, withTimeout } from '../bus/amqp-support.js';
+import { isOutage, retryDelayMs } from './send-queue-retry.js';
 
-/** The use cases the ingress needs; ChatService has them. */
-export interface IngressChat {
-  checkSend(caller: Caller, input: SendMessageInput): Promise<void>;
-  sendMessage(caller: Caller, input: SendMessageInput): Promise<{ message: ChatMessageView; created: boolean }>;
-  repeatAckEnvelope(caller: Caller, message: ChatMessageView): BusEnvelope;
-  sendFailedEnvelope(caller: Caller, input: SendMessageInput, err: ChatError): BusEnvelope;
-}
-
-export interface RabbitMqSendIngressOptions {
+export interface RabbitMqSendQueueOptions {
   /** amqp:// or amqps:// URL of the broker. */
   url: string;
-  /** Names the AMQP connection `chat.ingress.{instanceId}` (visible in rabbitmqctl). */
+  /** Names the AMQP connection `chat.send-queue.{instanceId}` (visible in rabbitmqctl). */
   instanceId?: string;
   /** The send queue. Default `chat.send.queue`; tests use their own. */
   queue?: string;
@@ -80,14 +61,14 @@ export interface RabbitMqSendIngressOptions {
   deadLetterQueue?: string;
   /** Deliveries after which the broker dead-letters a message. Default 10. */
   deliveryLimit?: number;
-  /** Sends being stored at once on this instance (unacked deliveries). Default 64. */
+  /** Sends being stored at once by the active consumer (unacked deliveries). Default 64. */
   prefetch?: number;
   /** Attempts, per delivery, at a send that fails unexpectedly before it is dead-lettered. Default 3. */
   maxAttempts?: number;
   /** First and longest pause between in-process retries. Defaults 100 ms and 5 s. */
   retryMinMs?: number;
   retryMaxMs?: number;
-  /** How long `submit` waits for the confirm. Default 5 s. */
+  /** How long `enqueue` waits for the confirm. Default 5 s. */
   publishTimeoutMs?: number;
   /** How long `start` waits for the broker. Default 15 s. */
   startTimeoutMs?: number;
@@ -100,41 +81,27 @@ export interface RabbitMqSendIngressOptions {
   logger?: BusLogger;
 }
 
-export interface RabbitMqSendIngressDeps extends RabbitMqSendIngressOptions {
-  chat: IngressChat;
-  /** Carries the outcomes that have no outbox row: repeat acks and failures. */
-  bus: EventBus;
-  metrics?: { messagesSent: { inc(labels: { transport: string; result: string }): void } };
-}
-
 /** `chat.send.queue` → `chat.send.dead` (DESIGN §6.3); any other name gets `.dead` appended. */
 export function deadLetterQueueOf(sendQueue: string): string {
   return sendQueue.endsWith('.queue') ? `${sendQueue.slice(0, -'.queue'.length)}.dead` : `${sendQueue}.dead`;
 }
 
-/** The message on the send queue. */
-interface QueuedSend {
-  caller: Caller;
-  request: SendMessageInput;
-}
-
-class IngressStoppedError extends Error {
+class QueueStoppedError extends Error {
   constructor() {
-    super('RabbitMqSendIngress: stopped');
+    super('RabbitMqSendQueue: stopped');
   }
 }
 
-export class RabbitMqSendIngress {
+export class RabbitMqSendQueue implements SendQueue {
   readonly queue: string;
   readonly deadLetterQueue: string;
   readonly connectionName: string;
-  private readonly deps: RabbitMqSendIngressDeps;
+  private readonly deps: RabbitMqSendQueueOptions;
+  private handlers: SendQueueHandlers | undefined;
   private readonly log: BusLogger;
   private readonly deliveryLimit: number;
   private readonly prefetch: number;
-  private readonly maxAttempts: number;
-  private readonly retryMinMs: number;
-  private readonly retryMaxMs: number;
+  private readonly retry: { maxAttempts: number; retryMinMs: number; retryMaxMs: number };
   private readonly publishTimeoutMs: number;
   private readonly startTimeoutMs: number;
   private readonly closeTimeoutMs: number;
@@ -161,24 +128,27 @@ export class RabbitMqSendIngress {
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
 
-  constructor(deps: RabbitMqSendIngressDeps) {
+  constructor(deps: RabbitMqSendQueueOptions) {
     this.deps = deps;
     this.log = deps.logger ?? silentBusLogger;
     this.queue = deps.queue ?? 'chat.send.queue';
     this.deadLetterQueue = deps.deadLetterQueue ?? deadLetterQueueOf(this.queue);
-    this.connectionName = `chat.ingress.${deps.instanceId ?? randomUUID()}`;
+    this.connectionName = `chat.send-queue.${deps.instanceId ?? randomUUID()}`;
     this.deliveryLimit = deps.deliveryLimit ?? 10;
     this.prefetch = deps.prefetch ?? 64;
-    this.maxAttempts = deps.maxAttempts ?? 3;
-    this.retryMinMs = deps.retryMinMs ?? 100;
-    this.retryMaxMs = deps.retryMaxMs ?? 5_000;
+    this.retry = { maxAttempts: deps.maxAttempts ?? 3, retryMinMs: deps.retryMinMs ?? 100, retryMaxMs: deps.retryMaxMs ?? 5_000 };
     this.publishTimeoutMs = deps.publishTimeoutMs ?? 5_000;
     this.startTimeoutMs = deps.startTimeoutMs ?? 15_000;
     this.closeTimeoutMs = deps.closeTimeoutMs ?? 5_000;
   }
 
+  consume(handlers: SendQueueHandlers): void {
+    this.handlers = handlers;
+  }
+
   start(): Promise<void> {
-    if (this.stopping) return Promise.reject(new IngressStoppedError());
+    if (this.stopping) return Promise.reject(new QueueStoppedError());
+    if (!this.handlers) return Promise.reject(new Error('RabbitMqSendQueue: consume() before start()'));
     this.starting ??= this.open();
     return this.starting;
   }
@@ -193,18 +163,10 @@ export class RabbitMqSendIngress {
     return !this.stopping && this.consumerReady && this.connection?.ready === true;
   }
 
-  /**
-   * Checks the send, then queues it durably. Resolves once the broker confirmed the routed message;
-   * throws the check's ChatError, or `BUS_UNAVAILABLE` when the send could not be queued.
-   */
-  async submit(caller: Caller, request: SendMessageInput): Promise<void> {
-    try {
-      await this.deps.chat.checkSend(caller, request);
-    } catch (err) {
-      // The consumer checks again before storing; during an outage the queue is what keeps the send.
-      if (!(err instanceof ChatError) || err.code !== 'STORE_UNAVAILABLE') throw err;
-      this.log.debug({ err }, 'send check skipped: store unavailable, queueing it for the consumer to check');
-    }
+  /** Queues the send durably; resolves once the broker confirmed the routed message. */
+  async enqueue(send: QueuedSend): Promise<void> {
+    const { caller, request } = send;
+    // Only the fields a send has: whatever else the client put in its request stays out of the queue.
     const queued: QueuedSend = {
       caller: { email: caller.email, ...(caller.displayName !== undefined ? { displayName: caller.displayName } : {}) },
       request: {
@@ -219,7 +181,7 @@ export class RabbitMqSendIngress {
       await this.publish(this.queue, Buffer.from(JSON.stringify(queued), 'utf8'), { 'x-chat-accepted-by': this.connectionName });
     } catch (err) {
       this.log.warn({ err, queue: this.queue }, 'send could not be queued');
-      throw new ChatError('BUS_UNAVAILABLE', 'the send could not be queued; retry it with the same clientMessageId', undefined, { cause: err });
+      throw err;
     }
   }
 
@@ -237,12 +199,12 @@ export class RabbitMqSendIngress {
     });
     this.connection = connection;
     connection.on('error', (err: unknown) => {
-      if (this.connectionDown) this.log.debug({ err }, 'rabbitmq ingress connection attempt failed');
-      else this.log.warn({ err }, 'rabbitmq ingress connection lost, reconnecting');
+      if (this.connectionDown) this.log.debug({ err }, 'rabbitmq send queue connection attempt failed');
+      else this.log.warn({ err }, 'rabbitmq send queue connection lost, reconnecting');
       this.connectionDown = true;
     });
     connection.on('connection', () => {
-      if (this.connectionDown) this.log.info({ connection: this.connectionName }, 'rabbitmq ingress reconnected');
+      if (this.connectionDown) this.log.info({ connection: this.connectionName }, 'rabbitmq send queue reconnected');
       this.connectionDown = false;
       // The consumer channel died with the old connection; set it up again at once, not after a
       // backoff step that was scheduled while the broker was away.
@@ -270,7 +232,7 @@ export class RabbitMqSendIngress {
       await this.stop();
       throw err;
     }
-    this.log.info({ queue: this.queue, deadLetterQueue: this.deadLetterQueue, prefetch: this.prefetch }, 'rabbitmq send ingress started');
+    this.log.info({ queue: this.queue, deadLetterQueue: this.deadLetterQueue, prefetch: this.prefetch }, 'rabbitmq send queue started');
   }
 
   private async close(): Promise<void> {
@@ -291,11 +253,11 @@ export class RabbitMqSendIngress {
     try {
       await withTimeout(graceful, this.closeTimeoutMs, () => new Error('graceful close timed out'));
     } catch (err) {
-      this.log.warn({ err }, 'rabbitmq ingress close failed, destroying the connection');
+      this.log.warn({ err }, 'rabbitmq send queue close failed, destroying the connection');
       graceful.catch(() => undefined);
       connection.unsafeDestroy();
     }
-    this.log.info({ queue: this.queue }, 'rabbitmq send ingress stopped');
+    this.log.info({ queue: this.queue }, 'rabbitmq send queue stopped');
   }
 
   private declarations(): Array<{ queue: string; durable: boolean; arguments: Record<string, unknown> }> {
@@ -336,7 +298,7 @@ export class RabbitMqSendIngress {
     try {
       ch = await connection.acquire({ emitErrorsFromChannel: true });
       const current = ch;
-      ch.on('error', (err: unknown) => this.log.warn({ err, queue: this.queue }, 'rabbitmq ingress channel error'));
+      ch.on('error', (err: unknown) => this.log.warn({ err, queue: this.queue }, 'rabbitmq send queue channel error'));
       ch.once('close', () => this.channelClosed(current));
       for (const declaration of this.declarations()) await ch.queueDeclare(declaration);
       await ch.basicQos({ prefetchCount: this.prefetch });
@@ -409,64 +371,36 @@ export class RabbitMqSendIngress {
 
   private async handle(ch: Channel, msg: AsyncMessage, send: QueuedSend | undefined): Promise<void> {
     if (!send) {
-      await this.deadLetter(ch, msg, new Error('malformed send: expected a JSON {caller, request}'), 1);
+      await this.deadLetter(ch, msg, new Error('malformed send: expected a JSON {caller, request}'), 1, undefined);
       return;
     }
-    const { caller, request } = send;
-    const clientMessageId = typeof request.clientMessageId === 'string' ? request.clientMessageId : undefined;
+    const handlers = this.handlers!;
+    const clientMessageId = typeof send.request.clientMessageId === 'string' ? send.request.clientMessageId : undefined;
     let outages = 0;
-    let unexpected = 0;
-    let metered = false;
-    const waitOutOutage = (err: unknown, what: string): Promise<void> => {
-      if (!this.waitingForOutage) this.log.warn({ err, clientMessageId }, `${what}; holding queued sends until it is back`);
-      else if (outages === 0) this.log.debug({ err, clientMessageId }, what);
-      this.waitingForOutage = true;
-      outages += 1;
-      return this.sleep(this.backoff(outages));
-    };
+    let failures = 0;
     for (;;) {
       // The channel is gone: this delivery can no longer be acked; the broker redelivers it.
       if (!ch.active || this.stopping) return;
-      let outcome: { message: ChatMessageView; created: boolean };
       try {
-        outcome = await this.deps.chat.sendMessage(caller, request);
+        await handlers.store(send);
       } catch (err) {
         if (isOutage(err)) {
           // Keep the message and wait: the outage is not the message's fault.
-          await waitOutOutage(err, 'queued send not stored: store unavailable');
+          if (!this.waitingForOutage) this.log.warn({ err, clientMessageId }, 'queued send not stored: outage; holding queued sends until it is over');
+          else if (outages === 0) this.log.debug({ err, clientMessageId }, 'queued send not stored: outage');
+          this.waitingForOutage = true;
+          outages += 1;
+          await this.sleep(retryDelayMs(this.retry, outages));
           continue;
         }
-        if (err instanceof ChatError && err.code !== 'INTERNAL') {
-          // Permanent: the sender hears why, and the message is done.
-          try {
-            await this.deps.bus.publish(this.deps.chat.sendFailedEnvelope(caller, request, err));
-          } catch (busErr) {
-            await waitOutOutage(busErr, 'queued send failure not reported: bus unavailable');
-            continue;
-          }
-          this.log.debug({ code: err.code, clientMessageId }, 'queued send refused');
-          this.settle(ch, msg, 'ack');
+        failures += 1;
+        if (failures >= this.retry.maxAttempts) {
+          await this.deadLetter(ch, msg, err, failures, send);
           return;
         }
-        unexpected += 1;
-        if (unexpected >= this.maxAttempts) {
-          await this.deadLetter(ch, msg, err, unexpected);
-          return;
-        }
-        this.log.warn({ err, clientMessageId, attempt: unexpected }, 'storing a queued send failed unexpectedly, retrying');
-        await this.sleep(this.backoff(unexpected));
+        this.log.warn({ err, clientMessageId, attempt: failures }, 'storing a queued send failed unexpectedly, retrying');
+        await this.sleep(retryDelayMs(this.retry, failures));
         continue;
-      }
-      if (!metered) this.deps.metrics?.messagesSent.inc({ transport: 'stomp', result: outcome.created ? 'created' : 'repeat' });
-      metered = true;
-      if (!outcome.created) {
-        // A repeat writes no outbox row, so its ack goes out from here.
-        try {
-          await this.deps.bus.publish(this.deps.chat.repeatAckEnvelope(caller, outcome.message));
-        } catch (busErr) {
-          await waitOutOutage(busErr, 'repeat ack not published: bus unavailable');
-          continue;
-        }
       }
       if (this.waitingForOutage) {
         this.waitingForOutage = false;
@@ -477,13 +411,8 @@ export class RabbitMqSendIngress {
     }
   }
 
-  /** Capped exponential backoff: retryMinMs, doubling, at most retryMaxMs. */
-  private backoff(attempt: number): number {
-    return Math.min(this.retryMaxMs, this.retryMinMs * 2 ** Math.min(attempt - 1, 20));
-  }
-
   /** Moves a message that can never be stored to the dead-letter queue, with its error. */
-  private async deadLetter(ch: Channel, msg: AsyncMessage, err: unknown, attempts: number): Promise<void> {
+  private async deadLetter(ch: Channel, msg: AsyncMessage, err: unknown, attempts: number, send: QueuedSend | undefined): Promise<void> {
     if (!ch.active || this.stopping) return;
     const error = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     this.log.error({ err, queue: this.queue, deadLetterQueue: this.deadLetterQueue, attempts }, 'send dead-lettered: it cannot be stored');
@@ -499,10 +428,20 @@ export class RabbitMqSendIngress {
         'x-chat-original-queue': this.queue,
       });
       this.settle(ch, msg, 'ack');
+      if (send) await this.reportDead(send, error);
     } catch (publishErr) {
       // The broker dead-letters it instead (at least once), with x-death naming the reason.
       this.log.warn({ err: publishErr }, 'dead-letter publish failed, rejecting the message to the broker dead-letter exchange');
       this.settle(ch, msg, 'reject');
+      if (send) await this.reportDead(send, error);
+    }
+  }
+
+  private async reportDead(send: QueuedSend, error: string): Promise<void> {
+    try {
+      await this.handlers!.dead(send, error);
+    } catch (err) {
+      this.log.warn({ err }, 'could not report a dead send');
     }
   }
 
@@ -521,7 +460,7 @@ export class RabbitMqSendIngress {
   /** Publishes to `queue` through the default exchange; resolves on a confirm of a routed message. */
   private async publish(queue: string, body: Buffer, headers: Record<string, unknown>): Promise<void> {
     const publisher = this.publisher;
-    if (this.stopping || !publisher) throw new IngressStoppedError();
+    if (this.stopping || !publisher) throw new QueueStoppedError();
     // Reconnecting: fail now rather than after the publish timeout.
     if (!this.connection?.ready) throw new Error('RabbitMQ is not connected');
     const messageId = randomUUID();
@@ -555,11 +494,6 @@ export class RabbitMqSendIngress {
   }
 }
 
-/** A ChatError that says "not now" rather than "never". */
-function isOutage(err: unknown): boolean {
-  return err instanceof ChatError && err.status === 503;
-}
-
 function parseQueuedSend(body: unknown): QueuedSend | undefined {
   const value = decodeJsonBody(body);
   if (typeof value !== 'object' || value === null) return undefined;
@@ -569,6 +503,6 @@ function parseQueuedSend(body: unknown): QueuedSend | undefined {
   const { email, displayName } = caller as { email: string; displayName?: unknown };
   return {
     caller: { email, ...(typeof displayName === 'string' ? { displayName } : {}) },
-    request: request as SendMessageInput,
+    request: request as QueuedSend['request'],
   };
 }

@@ -1,7 +1,8 @@
 /**
- * The send queue against the real broker and the real store: what is queued, when a send counts as
- * accepted, and what becomes of every kind of send on the consuming side: stored once, repeated,
- * refused, waited for through an outage, or dead-lettered with its error. Cross-instance and fault
+ * The RabbitMQ send queue behind the send path, against the real broker and the real store: its
+ * topology, when an enqueue counts as done, and what becomes of every kind of queued send: stored
+ * once, repeated, refused, waited for through an outage, or dead-lettered with its error. The
+ * port-level contract both drivers meet is send-queue.contract.ts; cross-instance and fault
  * scenarios with real clients are in test/cluster/.
  */
 import { randomUUID } from 'node:crypto';
@@ -19,13 +20,15 @@ import { LocalProfileDirectory } from '../profiles/local-profile-directory.js';
 import { migrate } from '../store/postgres/migrator.js';
 import { PgDatabase } from '../store/postgres/pg-database.js';
 import { PostgresMessageStore } from '../store/postgres/postgres-message-store.js';
-import { MemoryEventBus } from './memory-event-bus.js';
-import { type IngressChat, RabbitMqSendIngress, type RabbitMqSendIngressOptions } from './rabbitmq-send-ingress.js';
+import { MemoryEventBus } from '../bus/memory-event-bus.js';
+import { SendPath, type SendUseCases } from '../chat/send-path.js';
+import type { SendMessageInput } from '../chat/chat-service.js';
+import { RabbitMqSendQueue, type RabbitMqSendQueueOptions } from './rabbitmq-send-queue.js';
 
 const rabbitmqUrl = infra.rabbitmqUrl ?? '';
 const logger = createLogger('silent');
 
-describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('RabbitMqSendIngress', () => {
+describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('RabbitMqSendQueue behind the send path', () => {
   let database: TestDatabase;
   let admin: pg.Client;
   let raw: Connection;
@@ -49,10 +52,13 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('RabbitMqSendIngress',
   });
 
   interface Fixture {
-    ingress: RabbitMqSendIngress;
+    queue: RabbitMqSendQueue;
+    sends: SendPath;
+    /** Puts a send of alice's on the queue, as the send path does when it cannot store it. */
+    enqueue(request: SendMessageInput): Promise<void>;
     chat: ChatService;
     metrics: Metrics;
-    /** Envelopes the ingress published on the bus for alice (repeat acks, failures). */
+    /** Envelopes published on the bus for alice (repeat acks, failures of queued sends). */
     busEvents: BusEnvelope[];
     alice: { email: string; displayName: string };
     bob: { email: string };
@@ -60,7 +66,7 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('RabbitMqSendIngress',
     dbProxy: FaultProxy;
   }
 
-  async function fixture(options: { wrap?: (chat: IngressChat) => IngressChat; ingress?: Partial<RabbitMqSendIngressOptions> } = {}): Promise<Fixture> {
+  async function fixture(options: { wrap?: (chat: SendUseCases) => SendUseCases; queue?: Partial<RabbitMqSendQueueOptions> } = {}): Promise<Fixture> {
     const { proxy: dbProxy, url } = await FaultProxy.forUrl(database.url, 5432);
     cleanups.push(() => dbProxy.close());
     const db = new PgDatabase({ url, poolSize: 4, logger, connectTimeoutMs: 1_000 });
@@ -72,24 +78,27 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('RabbitMqSendIngress',
     const metrics = new Metrics();
     const queue = uniqueName('test.chat.send');
     const deadLetterQueue = `${queue}.dead`;
-    const ingress = new RabbitMqSendIngress({
+    const sendQueue = new RabbitMqSendQueue({
       url: rabbitmqUrl,
       instanceId: uniqueName('test'),
       queue,
       deadLetterQueue,
       retryMinMs: 20,
       retryMaxMs: 200,
+      ...options.queue,
+    });
+    const sends = new SendPath({
       chat: options.wrap ? options.wrap(chat) : chat,
+      queue: sendQueue,
       bus,
-      metrics,
-      ...options.ingress,
+      onOutcome: (transport, result) => metrics.messagesSent.inc({ transport, result }),
     });
     cleanups.push(async () => {
       await raw.queueDelete({ queue });
       await raw.queueDelete({ queue: deadLetterQueue });
     });
-    cleanups.push(() => ingress.stop());
-    await ingress.start();
+    cleanups.push(() => sendQueue.stop());
+    await sendQueue.start();
 
     const alice = { email: `alice.${randomUUID().slice(0, 8)}@example.com`, displayName: 'Alice' };
     const bob = { email: `bob.${randomUUID().slice(0, 8)}@example.com` };
@@ -97,7 +106,8 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('RabbitMqSendIngress',
     const busEvents: BusEnvelope[] = [];
     bus.onEvent((envelope) => busEvents.push(envelope));
     await bus.addInterest(alice.email);
-    return { ingress, chat, metrics, busEvents, alice, bob, sessionId, dbProxy };
+    const enqueue = (request: SendMessageInput) => sendQueue.enqueue({ caller: alice, request });
+    return { queue: sendQueue, sends, enqueue, chat, metrics, busEvents, alice, bob, sessionId, dbProxy };
   }
 
   const send = (f: Fixture, content: string, clientMessageId = randomUUID()) => ({ sessionId: f.sessionId, content, clientMessageId });
@@ -117,96 +127,102 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('RabbitMqSendIngress',
   }
 
   it('declares a quorum send queue with a delivery limit, at-least-once dead-lettering and a single active consumer', async () => {
-    const f = await fixture({ ingress: { deliveryLimit: 7 } });
+    const f = await fixture({ queue: { deliveryLimit: 7 } });
     const args = {
       'x-queue-type': 'quorum' as const,
       'x-delivery-limit': 7,
       'x-dead-letter-exchange': '',
-      'x-dead-letter-routing-key': f.ingress.deadLetterQueue,
+      'x-dead-letter-routing-key': f.queue.deadLetterQueue,
       'x-dead-letter-strategy': 'at-least-once',
       'x-overflow': 'reject-publish' as const,
       'x-single-active-consumer': true,
     };
     // Re-declaring with the same arguments is fine; any other argument is refused by the broker.
-    await raw.queueDeclare({ queue: f.ingress.queue, durable: true, arguments: args });
-    await expect(raw.queueDeclare({ queue: f.ingress.queue, durable: true, arguments: { ...args, 'x-delivery-limit': 8 } })).rejects.toMatchObject({ code: 'PRECONDITION_FAILED' });
-    await raw.queueDeclare({ queue: f.ingress.deadLetterQueue, durable: true, arguments: { 'x-queue-type': 'quorum' } });
-    expect(f.ingress.isHealthy()).toBe(true);
+    await raw.queueDeclare({ queue: f.queue.queue, durable: true, arguments: args });
+    await expect(raw.queueDeclare({ queue: f.queue.queue, durable: true, arguments: { ...args, 'x-delivery-limit': 8 } })).rejects.toMatchObject({ code: 'PRECONDITION_FAILED' });
+    await raw.queueDeclare({ queue: f.queue.deadLetterQueue, durable: true, arguments: { 'x-queue-type': 'quorum' } });
+    expect(f.queue.isHealthy()).toBe(true);
   });
 
   it('stores a queued send once, and a repeat is acked through the bus without a second row', async () => {
     const f = await fixture();
     const first = send(f, 'hello');
-    await f.ingress.submit(f.alice, first);
+    await f.enqueue(first);
     await expect.poll(() => stored(f.sessionId)).toEqual([{ client_msg_id: first.clientMessageId, content: 'hello', seq: 1 }]);
 
-    await f.ingress.submit(f.alice, first);
+    await f.enqueue(first);
     await expect.poll(() => f.busEvents.length).toBe(1);
     expect(f.busEvents[0]!.event).toMatchObject({ type: 'message', destinations: [{ user: f.alice.email, queue: 'ack' }], message: { clientMessageId: first.clientMessageId, seq: 1 } });
     expect(await stored(f.sessionId)).toHaveLength(1);
-    expect([await counter(f.metrics, 'created'), await counter(f.metrics, 'repeat')]).toEqual([1, 1]);
-    await expect.poll(() => queueDepth(f.ingress.queue)).toBe(0);
+    await expect.poll(() => queueDepth(f.queue.queue)).toBe(0);
   });
 
-  it('refuses a bad send at once and queues nothing', async () => {
+  it('refuses a bad send at once and queues nothing, also behind queued sends of its connection', async () => {
     const f = await fixture();
-    await expect(f.ingress.submit(f.alice, send(f, ''))).rejects.toMatchObject({ code: 'CONTENT_EMPTY' });
+    const viaStomp = { transport: 'stomp' as const, connection: 'conn-1' };
+    await expect(f.sends.send(f.alice, send(f, ''), viaStomp)).rejects.toMatchObject({ code: 'CONTENT_EMPTY' });
     const carol = { email: `carol.${randomUUID().slice(0, 8)}@example.com` };
-    await expect(f.ingress.submit(carol, send(f, 'let me in'))).rejects.toMatchObject({ code: 'NOT_A_PARTICIPANT' });
-    await expect(f.ingress.submit(f.alice, { ...send(f, 'x'), clientMessageId: 'not-a-uuid' })).rejects.toMatchObject({ code: 'VALIDATION_FAILED' });
-    expect(await queueDepth(f.ingress.queue)).toBe(0);
-    expect(await stored(f.sessionId)).toEqual([]);
+    await expect(f.sends.send(carol, send(f, 'let me in'), viaStomp)).rejects.toMatchObject({ code: 'NOT_A_PARTICIPANT' });
+    // Spill mode: the store is away, so this connection's sends go to the queue, checked first.
+    f.dbProxy.setMode('cut');
+    await expect(f.sends.send(f.alice, send(f, 'queued'), viaStomp)).resolves.toEqual({ kind: 'queued' });
+    f.dbProxy.setMode('pass');
+    await expect(f.sends.send(f.alice, { ...send(f, 'x'), clientMessageId: 'not-a-uuid' }, viaStomp)).rejects.toMatchObject({ code: 'VALIDATION_FAILED' });
+    await expect.poll(() => stored(f.sessionId).then((rows) => rows.map((r) => r.content)), { timeout: 10_000 }).toEqual(['queued']);
+    expect(await queueDepth(f.queue.queue)).toBe(0);
+    expect(await counter(f.metrics, 'queued')).toBe(1);
   });
 
   it('tells the sender on the bus when a queued send turns out permanently wrong, and drops it', async () => {
     const f = await fixture();
     const original = send(f, 'first');
-    await f.ingress.submit(f.alice, original);
+    await f.enqueue(original);
     await expect.poll(() => stored(f.sessionId)).toHaveLength(1);
     // Passes the up-front check (which does not look at idempotency keys), fails at the store.
-    await f.ingress.submit(f.alice, { ...original, content: 'different' });
+    await f.enqueue({ ...original, content: 'different' });
     await expect.poll(() => f.busEvents.length).toBe(1);
     expect(f.busEvents[0]!.event).toMatchObject({
       type: 'error',
       destinations: [{ user: f.alice.email, queue: 'error' }],
       error: { code: 'IDEMPOTENCY_KEY_REUSED', clientMessageId: original.clientMessageId },
     });
-    await expect.poll(() => queueDepth(f.ingress.queue)).toBe(0);
-    expect(await queueDepth(f.ingress.deadLetterQueue)).toBe(0);
+    await expect.poll(() => queueDepth(f.queue.queue)).toBe(0);
+    expect(await queueDepth(f.queue.deadLetterQueue)).toBe(0);
   });
 
-  it('accepts sends while the database is unreachable and stores them when it is back', async () => {
+  it('accepts sends while the database is unreachable and stores them, in order, when it is back', async () => {
     const f = await fixture();
-    await f.ingress.submit(f.alice, send(f, 'warm-up')); // the session is now cached by the check
-    await expect.poll(() => stored(f.sessionId)).toHaveLength(1);
+    const viaStomp = { transport: 'stomp' as const, connection: 'conn-1' };
+    expect(await f.sends.send(f.alice, send(f, 'warm-up'), viaStomp)).toMatchObject({ kind: 'stored' }); // the session is cached now
 
     f.dbProxy.setMode('cut');
     const during = Array.from({ length: 5 }, (_, i) => send(f, `during ${i}`));
-    for (const request of during) await f.ingress.submit(f.alice, request);
+    for (const request of during) expect(await f.sends.send(f.alice, request, viaStomp)).toEqual({ kind: 'queued' });
     // Held unacked by the consumer, retried in-process: neither stored nor lost nor dead-lettered.
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(await stored(f.sessionId)).toHaveLength(1);
-    expect(await queueDepth(f.ingress.deadLetterQueue)).toBe(0);
+    expect(await queueDepth(f.queue.deadLetterQueue)).toBe(0);
 
     f.dbProxy.setMode('pass');
-    await expect.poll(() => stored(f.sessionId).then((rows) => rows.map((r) => r.client_msg_id).sort()), { timeout: 10_000 }).toEqual(
-      [...during.map((r) => r.clientMessageId), (await stored(f.sessionId))[0]!.client_msg_id].sort(),
-    );
-    await expect.poll(() => queueDepth(f.ingress.queue)).toBe(0);
+    // A send right after the outage follows the queued ones of its connection, and its seq too.
+    const after = send(f, 'after');
+    await f.sends.send(f.alice, after, viaStomp);
+    await expect.poll(() => stored(f.sessionId).then((rows) => rows.map((r) => r.content)), { timeout: 10_000 }).toEqual(['warm-up', ...during.map((r) => r.content), 'after']);
+    await expect.poll(() => queueDepth(f.queue.queue)).toBe(0);
   });
 
   it('rejects a send the broker cannot route instead of confirming it silently', async () => {
     const f = await fixture();
-    await f.ingress.submit(f.alice, send(f, 'warm-up')); // the publisher's channel is open now
+    await f.enqueue(send(f, 'warm-up')); // the publisher's channel is open now
     await expect.poll(() => stored(f.sessionId)).toHaveLength(1);
     // Deleted under a running publisher: the next publish has no queue to go to (until the
     // consumer, cancelled with its queue, declares it again some 200 ms later).
-    await raw.queueDelete({ queue: f.ingress.queue });
-    await expect(f.ingress.submit(f.alice, send(f, 'into the void'))).rejects.toMatchObject({ code: 'BUS_UNAVAILABLE', cause: { message: expect.stringMatching(/unroutable/) } });
+    await raw.queueDelete({ queue: f.queue.queue });
+    await expect(f.enqueue(send(f, 'into the void'))).rejects.toThrow(/unroutable/);
     // The consumer was cancelled with its queue; it declares it again and the next send works.
-    await expect.poll(() => raw.queueDeclare({ queue: f.ingress.queue, passive: true }).then(() => true, () => false), { timeout: 10_000 }).toBe(true);
+    await expect.poll(() => raw.queueDeclare({ queue: f.queue.queue, passive: true }).then(() => true, () => false), { timeout: 10_000 }).toBe(true);
     const next = send(f, 'back');
-    await expect.poll(() => f.ingress.submit(f.alice, next).then(() => true, () => false), { timeout: 10_000 }).toBe(true);
+    await expect.poll(() => f.enqueue(next).then(() => true, () => false), { timeout: 10_000 }).toBe(true);
     await expect.poll(() => stored(f.sessionId).then((rows) => rows.map((r) => r.content))).toEqual(['warm-up', 'back']);
   });
 
@@ -228,23 +244,23 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('RabbitMqSendIngress',
     });
     const poison = send(f, 'poison');
     const good = Array.from({ length: 5 }, (_, i) => send(f, `good ${i}`));
-    await f.ingress.submit(f.alice, poison);
-    for (const request of good) await f.ingress.submit(f.alice, request);
+    await f.enqueue(poison);
+    for (const request of good) await f.enqueue(request);
     // Raw garbage on the queue, as a buggy older version might have published.
     const rawPublisher = raw.createPublisher({ confirm: true });
     cleanups.push(() => rawPublisher.close());
-    await rawPublisher.send({ routingKey: f.ingress.queue, contentType: 'application/json' }, Buffer.from('{"not":"a send"}'));
+    await rawPublisher.send({ routingKey: f.queue.queue, contentType: 'application/json' }, Buffer.from('{"not":"a send"}'));
 
     await expect.poll(() => stored(f.sessionId).then((rows) => rows.length)).toBe(5);
-    await expect.poll(() => queueDepth(f.ingress.deadLetterQueue), { timeout: 10_000 }).toBe(2);
+    await expect.poll(() => queueDepth(f.queue.deadLetterQueue), { timeout: 10_000 }).toBe(2);
     expect(poisonCalls).toHaveLength(3); // maxAttempts, then no more
-    const dead = [await raw.basicGet({ queue: f.ingress.deadLetterQueue, noAck: true }), await raw.basicGet({ queue: f.ingress.deadLetterQueue, noAck: true })];
+    const dead = [await raw.basicGet({ queue: f.queue.deadLetterQueue, noAck: true }), await raw.basicGet({ queue: f.queue.deadLetterQueue, noAck: true })];
     const errors = dead.map((m) => String(m?.headers?.['x-chat-error'])).sort();
     expect(errors).toEqual([expect.stringMatching(/^Error: malformed send/), expect.stringMatching(/^TypeError: .*poison/)]);
     const poisoned = dead.find((m) => String(m?.headers?.['x-chat-error']).startsWith('TypeError'));
     expect(poisoned?.body).toMatchObject({ request: { clientMessageId: poison.clientMessageId } });
     expect(poisoned?.headers?.['x-chat-attempts']).toBe(3);
-    expect(await queueDepth(f.ingress.queue)).toBe(0);
+    expect(await queueDepth(f.queue.queue)).toBe(0);
   });
 
   it('redelivers a send whose ack was lost after its commit, and stores it once', async () => {
@@ -252,7 +268,7 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('RabbitMqSendIngress',
     cleanups.push(() => amqpProxy.close());
     let cutAfterCommit = true;
     const f = await fixture({
-      ingress: { url },
+      queue: { url },
       wrap: (chat) => ({
         checkSend: (caller, input) => chat.checkSend(caller, input),
         repeatAckEnvelope: (caller, message) => chat.repeatAckEnvelope(caller, message),
@@ -270,22 +286,24 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('RabbitMqSendIngress',
       }),
     });
     const request = send(f, 'exactly once');
-    await f.ingress.submit(f.alice, request);
+    await f.enqueue(request);
     await expect.poll(() => f.busEvents.length, { timeout: 15_000 }).toBe(1);
     expect(f.busEvents[0]!.event).toMatchObject({ type: 'message', destinations: [{ queue: 'ack' }], message: { clientMessageId: request.clientMessageId } });
     expect(await stored(f.sessionId)).toHaveLength(1);
-    await expect.poll(() => queueDepth(f.ingress.queue)).toBe(0);
-    expect([await counter(f.metrics, 'created'), await counter(f.metrics, 'repeat')]).toEqual([1, 1]);
+    await expect.poll(() => queueDepth(f.queue.queue)).toBe(0);
   });
 
-  it('fails a send fast with BUS_UNAVAILABLE while the broker is silent, and stop does not hang', async () => {
+  it('fails an enqueue fast while the broker is silent, refuses a send that can be neither stored nor queued, and stop does not hang', async () => {
     const { proxy: amqpProxy, url } = await FaultProxy.forUrl(rabbitmqUrl, 5672);
     cleanups.push(() => amqpProxy.close());
-    const f = await fixture({ ingress: { url, publishTimeoutMs: 300, closeTimeoutMs: 300 } });
+    const f = await fixture({ queue: { url, publishTimeoutMs: 300, closeTimeoutMs: 300 } });
     amqpProxy.setMode('black-hole');
-    await expect(f.ingress.submit(f.alice, send(f, 'lost in space'))).rejects.toBeInstanceOf(ChatError);
+    await expect(f.enqueue(send(f, 'lost in space'))).rejects.toThrow();
+    f.dbProxy.setMode('cut');
+    // Neither stored nor queued: the sender hears the store is unavailable, to retry the same send.
+    await expect(f.sends.send(f.alice, send(f, 'nowhere'), { transport: 'stomp', connection: 'c' })).rejects.toBeInstanceOf(ChatError);
     const started = Date.now();
-    await f.ingress.stop();
+    await f.queue.stop();
     expect(Date.now() - started).toBeLessThan(2_000);
   });
 });

@@ -1,0 +1,17 @@
+/** How both send-queue drivers wait between attempts at a queued send, and what counts as an outage. */
+import { ChatError } from '../chat/chat-errors.js';
+
+export interface SendQueueRetryOptions {
+  /** Attempts at a send that fails for a reason other than an outage before it is dead. */
+  maxAttempts: number;
+  /** First and longest pause between attempts. */
+  retryMinMs: number;
+  retryMaxMs: number;
+}
+
+/** A ChatError that says "not now" rather than "never": the send is kept and tried again. */
+export const isOutage = (err: unknown): boolean => err instanceof ChatError && err.status === 503;
+
+/** Capped exponential backoff: retryMinMs, doubling, at most retryMaxMs. */
+export const retryDelayMs = (options: SendQueueRetryOptions, attempt: number): number =>
+  Math.min(options.retryMaxMs, options.retryMinMs * 2 ** Math.min(attempt - 1, 20));
