@@ -212,13 +212,15 @@ async function main(): Promise<void> {
       while (senders.some((s) => s.inFlight > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     };
 
-    // Phase 1: closed-loop throughput (each sender keeps WINDOW sends in flight).
-    senders.forEach((s) => s.start());
+    // Phase 1: closed-loop throughput (each sender keeps WINDOW sends in flight). BENCH_CLOSED=0
+    // skips it (BENCH_RATE then sets the open-loop rate), to measure a steady rate on a fresh service.
+    const closedLoop = env.BENCH_CLOSED !== '0';
+    if (closedLoop) senders.forEach((s) => s.start());
     await new Promise((r) => setTimeout(r, 2000)); // warm-up: JIT, pools, caches
     const cpuStart1 = await cpu.sample();
     measuring = true;
     const t1 = performance.now();
-    await new Promise((r) => setTimeout(r, SECONDS * 1000));
+    if (closedLoop) await new Promise((r) => setTimeout(r, SECONDS * 1000));
     const elapsed1 = (performance.now() - t1) / 1000;
     measuring = false;
     const cpuEnd1 = await cpu.sample();
@@ -229,7 +231,7 @@ async function main(): Promise<void> {
     await settle();
 
     // Phase 2: open loop at a fixed rate (default: 60% of the measured ceiling), latency at that load.
-    const rate = Number(env.BENCH_RATE ?? Math.max(100, Math.round(throughput.acked * 0.6 / 100) * 100));
+    const rate = Number(env.BENCH_RATE ?? (closedLoop ? Math.max(100, Math.round(throughput.acked * 0.6 / 100) * 100) : 500));
     deliverLatency.length = 0;
     ackLatency.length = 0;
     splitIn.length = 0;

@@ -156,7 +156,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     const metrics = options.metrics ?? new Metrics();
     const db = await openDatabase(config.store, logger, options.database);
     stack.push({ name: 'database', stop: () => db.close() });
-    const store = new PostgresMessageStore(db);
+    const store = new PostgresMessageStore(db, config.instanceId);
     metrics.outboxCounts = () => outboxCounts(db);
 
     const devIssuer = config.auth.kind === 'dev' ? DevTokenIssuer.open(config.store.kind === 'pglite' && !config.store.dataDir ? undefined : config.dataDir) : undefined;
@@ -170,7 +170,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     const relayDb =
       config.store.kind === 'postgres' ? new PgDatabase({ ...options.database, url: config.store.url, poolSize: 4, logger, synchronousCommit: false }) : db;
     if (relayDb !== db) stack.push({ name: 'relay-database', stop: () => relayDb.close() });
-    const relay = new OutboxRelay({ db: relayDb, bus: options.faults?.relayBus?.(bus) ?? bus, metrics, logger, options: options.outbox });
+    const relay = new OutboxRelay({ db: relayDb, bus: options.faults?.relayBus?.(bus) ?? bus, metrics, logger, origin: config.instanceId, options: options.outbox });
     store.onOutboxWritten(() => relay.wake());
     await relay.start();
     stack.push({ name: 'outbox', stop: () => relay.stop() });

@@ -257,6 +257,9 @@ export class RabbitMqEventBus implements EventBus {
       heartbeat: this.heartbeatSec,
       connectionTimeout: this.connectionTimeoutMs,
       acquireTimeout: 10_000,
+      // Nagle's algorithm would hold a small frame (a publish, an ack) back until the previous one is
+      // acknowledged by the peer, which delays it by the peer's delayed-ACK timer.
+      noDelay: true,
     });
     this.connection = connection;
     connection.on('error', (err: unknown) => {

@@ -289,6 +289,29 @@ function describeOutboxRelay(name: string, open: () => Promise<DbFixture>): void
       await expect.poll(() => bus.log.publishCount(key!), { timeout: 5_000, interval: 2 }).toBe(1);
     });
 
+    it('leaves its own instance\u2019s NOTIFY to wake(), and looks after another instance\u2019s only after a pause', async () => {
+      const bus = await newBus();
+      const relay = new OutboxRelay({ db, bus, metrics: new Metrics({ defaultMetrics: false }), logger: silent, origin: 'me', options: { pollIntervalMs: 60_000, remoteWakeDelayMs: 300 } });
+      relays.push(relay);
+      await relay.start();
+      await settled(relay, bus);
+      const notifyFrom = (origin: string, key: string) =>
+        fx.other.transaction(async (tx) => {
+          await tx.query(`INSERT INTO chat_message_outbox (destination, payload) VALUES ('/topic/test', $1::jsonb)`, [JSON.stringify(envelope(key))]);
+          await tx.query(`SELECT pg_notify('${OUTBOX_CHANNEL}', $1)`, [origin]);
+        });
+
+      const [own, remote] = newKeys(2);
+      await notifyFrom('me', own!);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      expect(bus.log.publishCount(own!)).toBe(0); // its own commits come through wake(), not NOTIFY
+      const notifiedAt = Date.now();
+      await notifyFrom('another-instance', remote!);
+      await expect.poll(() => bus.log.publishCount(remote!), { timeout: 5_000, interval: 5 }).toBe(1);
+      expect(Date.now() - notifiedAt).toBeGreaterThanOrEqual(250);
+      expect(bus.log.publishCount(own!)).toBe(1); // claimed with it, in id order
+    });
+
     it('turns wakes during a cycle into exactly one more cycle', async () => {
       const bus = await newBus();
       const relay = newRelay(bus, { pollIntervalMs: 60_000 });

@@ -10,7 +10,9 @@
  *     `next_retry_at = now + backoff(retry_count)`, `last_error`, and `dead` once retry_count
  *     reaches maxRetries (logged and counted). A failure never holds back the other rows.
  *  A full batch loops at once; otherwise the relay sleeps until `wake()` (local commit), a NOTIFY on
- *  `chat_outbox` (a commit on any instance), the earliest retry it scheduled, or the poll interval.
+ *  `chat_outbox` from another instance (debounced: that instance's own relay is woken at once and
+ *  normally claims its rows first; this is the net for a relay that is slow or gone), the earliest
+ *  retry it scheduled, or the poll interval.
  *  Every pruneIntervalMs it deletes processed rows older than pruneAfterMs, in small batches.
  *
  * Lifecycle: construct → `start()` (LISTEN, first cycle at once) → `wake()` any number of times →
@@ -63,6 +65,12 @@ export interface OutboxRelayOptions {
   publishTimeoutMs: number;
   /** Ceiling of the backoff after database errors (doubling from pollIntervalMs). Default 10 s. */
   errorBackoffMaxMs: number;
+  /**
+   * How long after another instance's NOTIFY this relay looks for rows. Each commit notifies every
+   * instance; claiming at once on all of them would double the claims per commit in a cluster of
+   * two (and more with more), almost all of them finding nothing. Default 100 ms.
+   */
+  remoteWakeDelayMs: number;
 }
 
 export interface OutboxRelayDeps {
@@ -71,6 +79,8 @@ export interface OutboxRelayDeps {
   metrics: Metrics;
   logger: Logger;
   clock?: Clock;
+  /** This instance's NOTIFY payload (see PostgresMessageStore): its own notifications are ignored. */
+  origin?: string;
   options?: Partial<OutboxRelayOptions>;
 }
 
@@ -91,6 +101,7 @@ export const DEFAULT_OUTBOX_RELAY_OPTIONS: Readonly<OutboxRelayOptions> = Object
   publishConcurrency: 64,
   publishTimeoutMs: 10_000,
   errorBackoffMaxMs: 10_000,
+  remoteWakeDelayMs: 100,
 });
 
 /** Outbox rows not yet published (and not dead), and dead rows: for /metrics and readiness. */
@@ -106,22 +117,22 @@ export async function outboxCounts(db: Queryable): Promise<{ pending: number; de
 // --- SQL (literal, reviewed; runs on PostgreSQL 15 and PGlite) ---------------------------------
 
 /**
- * One statement = one short transaction. MATERIALIZED keeps the locked row set computed once.
+ * One statement = one short transaction. `= ANY (ARRAY(…))` runs the locking subquery once, first,
+ * and then updates by primary key: written as a join, the planner (guessing thousands of due rows)
+ * hashed the whole table, processed rows included, on every claim — after a burst that made claims
+ * the largest CPU cost of PostgreSQL at a steady 500 msg/s (docs/benchmarks.md).
  * `lease` identifies this claim: the exact next_retry_at it wrote, in epoch microseconds (exact,
  * unlike a JS Date); it is the same for every row of the claim (now() is per transaction).
  */
 const CLAIM_SQL = `
-WITH due AS MATERIALIZED (
-  SELECT id FROM chat_message_outbox
-   WHERE NOT processed AND NOT dead AND next_retry_at <= now()
-   ORDER BY id
-   LIMIT $1
-   FOR UPDATE SKIP LOCKED
-)
 UPDATE chat_message_outbox AS o
    SET next_retry_at = now() + $2::double precision * interval '1 millisecond'
-  FROM due
- WHERE o.id = due.id
+ WHERE o.id = ANY (ARRAY(
+         SELECT id FROM chat_message_outbox
+          WHERE NOT processed AND NOT dead AND next_retry_at <= now()
+          ORDER BY id
+          LIMIT $1
+          FOR UPDATE SKIP LOCKED))
 RETURNING o.id, o.payload, o.created_at, o.retry_count,
           (extract(epoch FROM o.next_retry_at) * 1000000)::bigint::text AS lease`;
 
@@ -152,11 +163,12 @@ SELECT greatest(0, extract(epoch FROM min(next_retry_at) - now()) * 1000)::float
 const PRUNE_SQL = `
 WITH gone AS (
   DELETE FROM chat_message_outbox
-   WHERE id IN (SELECT id FROM chat_message_outbox
-                 WHERE processed AND sent_at < now() - $1::double precision * interval '1 millisecond'
-                 ORDER BY id
-                 LIMIT $2
-                 FOR UPDATE SKIP LOCKED)
+   WHERE id = ANY (ARRAY(
+           SELECT id FROM chat_message_outbox
+            WHERE processed AND sent_at < now() - $1::double precision * interval '1 millisecond'
+            ORDER BY id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED))
   RETURNING 1
 )
 SELECT count(*)::int AS n FROM gone`;
@@ -205,6 +217,7 @@ export class OutboxRelay {
   private readonly log: Logger;
   private readonly clock: Clock;
   private readonly opts: OutboxRelayOptions;
+  private readonly origin: string | undefined;
 
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   private starting: Promise<void> | undefined;
@@ -214,6 +227,7 @@ export class OutboxRelay {
   private unlisten: (() => Promise<void>) | undefined;
   private nextListenAttemptAt = 0;
   private wakeRequested = false;
+  private remoteWake: NodeJS.Timeout | undefined;
   private sleeper: { wakeable: boolean; done: () => void } | undefined;
   private pendingMark: PendingMark | undefined;
   /** This relay scheduled retries: ask the database when the next is due rather than wait for a poll. */
@@ -229,6 +243,7 @@ export class OutboxRelay {
     this.metrics = deps.metrics;
     this.log = deps.logger.child({ component: 'outbox-relay' });
     this.clock = deps.clock ?? systemClock;
+    this.origin = deps.origin;
     this.opts = { ...DEFAULT_OUTBOX_RELAY_OPTIONS, ...deps.options };
     validate(this.opts);
     if (this.opts.publishTimeoutMs === 0 || this.opts.publishTimeoutMs >= this.opts.leaseMs) {
@@ -286,6 +301,7 @@ export class OutboxRelay {
     }
     await this.starting?.catch(() => undefined);
     this.state = 'stopping';
+    clearTimeout(this.remoteWake);
     this.sleeper?.done();
     await this.loop;
     await this.pruning;
@@ -306,13 +322,29 @@ export class OutboxRelay {
   private async ensureListening(): Promise<void> {
     if (this.unlisten || this.clock.now().getTime() < this.nextListenAttemptAt) return;
     try {
-      const unlisten = await this.db.listen(OUTBOX_CHANNEL, () => this.wake());
+      const unlisten = await this.db.listen(OUTBOX_CHANNEL, (payload) => this.notified(payload));
       if (this.state === 'running') this.unlisten = unlisten;
       else await unlisten();
     } catch (err) {
       this.nextListenAttemptAt = this.clock.now().getTime() + LISTEN_RETRY_MS;
       this.log.warn({ err, channel: OUTBOX_CHANNEL }, 'LISTEN failed; relying on polling until it works');
     }
+  }
+
+  /**
+   * A commit somewhere wrote outbox rows. Ours came through wake() already; another named instance's
+   * are its own relay's first; an unnamed notification (a writer that does not say, or the LISTEN
+   * connection coming back after missing some) wakes at once.
+   */
+  private notified(origin: string): void {
+    if (origin === '') return this.wake();
+    if (origin === this.origin) return;
+    if (this.remoteWake || this.state !== 'running') return;
+    this.remoteWake = setTimeout(() => {
+      this.remoteWake = undefined;
+      this.wake();
+    }, this.opts.remoteWakeDelayMs);
+    this.remoteWake.unref();
   }
 
   private async run(): Promise<void> {
@@ -566,7 +598,7 @@ function validate(o: OutboxRelayOptions): void {
   for (const key of positive) {
     if (!Number.isFinite(o[key]) || o[key] <= 0) throw new RangeError(`OutboxRelay: ${key} must be a positive number, got ${o[key]}`);
   }
-  for (const key of ['pruneAfterMs', 'publishTimeoutMs'] as const) {
+  for (const key of ['pruneAfterMs', 'publishTimeoutMs', 'remoteWakeDelayMs'] as const) {
     if (!Number.isFinite(o[key]) || o[key] < 0) throw new RangeError(`OutboxRelay: ${key} must be a number ≥ 0, got ${o[key]}`);
   }
   if (typeof o.backoff !== 'function') throw new TypeError('OutboxRelay: backoff must be a function');

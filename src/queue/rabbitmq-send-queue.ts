@@ -196,6 +196,9 @@ export class RabbitMqSendQueue implements SendQueue {
       heartbeat: this.deps.heartbeatSec ?? 10,
       connectionTimeout: this.deps.connectionTimeoutMs ?? 5_000,
       acquireTimeout: 10_000,
+      // Nagle's algorithm would hold a small frame (a publish, an ack) back until the previous one is
+      // acknowledged by the peer, which delays it by the peer's delayed-ACK timer.
+      noDelay: true,
     });
     this.connection = connection;
     connection.on('error', (err: unknown) => {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { isConnectionFailure, type Queryable, type SqlDatabase } from './sql-database.js';
@@ -53,7 +54,7 @@ export class PgDatabase implements SqlDatabase {
   }
 
   async query<R>(sql: string, params?: readonly unknown[]): Promise<R[]> {
-    const result = await this.pool.query(sql, params as unknown[] | undefined);
+    const result = await this.pool.query(prepared(sql, params));
     return result.rows as R[];
   }
 
@@ -70,7 +71,7 @@ export class PgDatabase implements SqlDatabase {
     try {
       await client.query('BEGIN');
       const tx: Queryable = {
-        query: async <R>(sql: string, params?: readonly unknown[]) => (await client.query(sql, params as unknown[] | undefined)).rows as R[],
+        query: async <R>(sql: string, params?: readonly unknown[]) => (await client.query(prepared(sql, params))).rows as R[],
       };
       const result = await fn(tx);
       await client.query('COMMIT');
@@ -93,7 +94,7 @@ export class PgDatabase implements SqlDatabase {
     }
   }
 
-  async listen(channel: string, handler: () => void): Promise<() => Promise<void>> {
+  async listen(channel: string, handler: (payload: string) => void): Promise<() => Promise<void>> {
     let stopped = false;
     let client: pg.Client | undefined;
     let retry: NodeJS.Timeout | undefined;
@@ -106,7 +107,7 @@ export class PgDatabase implements SqlDatabase {
         query_timeout: this.queryTimeoutMs,
         keepAlive: true,
       });
-      c.on('notification', () => handler());
+      c.on('notification', (msg) => handler(msg.payload ?? ''));
       c.on('error', (err) => {
         if (discarded.has(c)) return;
         this.options.logger.warn({ err, channel }, 'LISTEN connection lost, reconnecting');
@@ -121,7 +122,7 @@ export class PgDatabase implements SqlDatabase {
         }
         client = c;
         // Anything committed while we were disconnected was not announced to us.
-        handler();
+        handler('');
       } catch (err) {
         this.options.logger.warn({ err, channel }, 'LISTEN connection failed, retrying');
         scheduleReconnect(c);
@@ -182,6 +183,25 @@ export class PgDatabase implements SqlDatabase {
   async close(): Promise<void> {
     await this.pool.end();
   }
+}
+
+const statementNames = new Map<string, string>();
+
+/**
+ * A statement with parameters runs as a named prepared statement: PostgreSQL parses and plans it
+ * once per connection instead of on every call. Our statements are a handful of fixed literal
+ * strings, and planning the send path's CTEs cost more PostgreSQL CPU than running them when a
+ * commit carries only a message or two. (Needs session pooling: a transaction-pooling proxy in
+ * front would hand the name to a connection that never prepared it.)
+ */
+function prepared(sql: string, params: readonly unknown[] | undefined): pg.QueryConfig {
+  if (!params || params.length === 0) return { text: sql };
+  let name = statementNames.get(sql);
+  if (!name) {
+    name = `chat_${createHash('sha1').update(sql).digest('hex').slice(0, 16)}`;
+    statementNames.set(sql, name);
+  }
+  return { name, text: sql, values: params as unknown[] };
 }
 
 /** Ends a client, destroying its socket if the server does not answer the goodbye in time. */

@@ -53,8 +53,8 @@ export class PgliteDatabase implements SqlDatabase {
     );
   }
 
-  async listen(channel: string, handler: () => void): Promise<() => Promise<void>> {
-    return this.db.listen(channel, () => handler());
+  async listen(channel: string, handler: (payload: string) => void): Promise<() => Promise<void>> {
+    return this.db.listen(channel, (payload) => handler(payload));
   }
 
   async ping(): Promise<void> {

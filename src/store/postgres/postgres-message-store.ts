@@ -61,7 +61,14 @@ export class PostgresMessageStore implements MessageStore {
   private readonly appends: GroupCommitter<AppendMessage, AppendResult>;
   private readonly outboxListeners: Array<() => void> = [];
 
-  constructor(private readonly db: SqlDatabase) {
+  /**
+   * `origin` names this instance in the NOTIFY payload, so its own relay (woken directly through
+   * onOutboxWritten) can tell its commits from other instances'.
+   */
+  constructor(
+    private readonly db: SqlDatabase,
+    private readonly origin = '',
+  ) {
     this.appends = new GroupCommitter((items) => this.appendBatch(items), db.parallelism);
   }
 
@@ -209,7 +216,7 @@ export class PostgresMessageStore implements MessageStore {
         const rows = await tx.query<{ id: string; seq: string | number }>(sql, params);
         const messages = rows.map((r) => ({ id: r.id, seq: Number(r.seq) })).sort((x, y) => x.seq - y.seq);
         const result: ReceiptUpdate = { messages };
-        if (messages.length > 0) await insertOutbox(tx, [sessionTopic(sessionId)], [toEvent(result)]);
+        if (messages.length > 0) await insertOutbox(tx, [sessionTopic(sessionId)], [toEvent(result)], this.origin);
         return result;
       }),
     );
@@ -239,7 +246,7 @@ export class PostgresMessageStore implements MessageStore {
   private async commitBatch(items: readonly AppendMessage[]): Promise<ReadonlyArray<BatchOutcome<AppendResult>>> {
     for (let attempt = 1; ; attempt++) {
       try {
-        const { outcomes, wroteOutbox } = await this.db.transaction((tx) => appendInTransaction(tx, items));
+        const { outcomes, wroteOutbox } = await this.db.transaction((tx) => appendInTransaction(tx, items, this.origin));
         if (wroteOutbox) this.announceOutbox();
         return outcomes;
       } catch (err) {
@@ -265,6 +272,7 @@ export class PostgresMessageStore implements MessageStore {
 async function appendInTransaction(
   tx: Queryable,
   items: readonly AppendMessage[],
+  origin: string,
 ): Promise<{ outcomes: Array<BatchOutcome<AppendResult>>; wroteOutbox: boolean }> {
   const outcomes: Array<BatchOutcome<AppendResult> | undefined> = new Array(items.length);
   const key = (m: { senderProfileId: string; clientMessageId: string }): string => `${m.senderProfileId}|${m.clientMessageId}`;
@@ -349,7 +357,7 @@ async function appendInTransaction(
            SELECT * FROM unnest($11::text[], $12::jsonb[])
            RETURNING 1
          )
-         SELECT (SELECT count(*) FROM inserted) AS inserted, pg_notify('${OUTBOX_CHANNEL}', '')`,
+         SELECT (SELECT count(*) FROM inserted) AS inserted, pg_notify('${OUTBOX_CHANNEL}', $13)`,
         [
           records.map((r) => r.id),
           records.map((r) => r.sessionId),
@@ -363,6 +371,7 @@ async function appendInTransaction(
           touched.map((id) => lastAt.get(id)!.toISOString()),
           records.map((r) => sessionTopic(r.sessionId)),
           envelopes.map((e) => JSON.stringify(e)),
+          origin,
         ],
       );
       // Another transaction committed one of our keys after we looked: start over (the rollback
@@ -388,13 +397,13 @@ function repeatOutcome(stored: MessageRecord, item: AppendMessage): BatchOutcome
   return { ok: true, value: { message: stored, created: false } };
 }
 
-async function insertOutbox(tx: Queryable, destinations: string[], envelopes: BusEnvelope[]): Promise<void> {
+async function insertOutbox(tx: Queryable, destinations: string[], envelopes: BusEnvelope[], origin: string): Promise<void> {
   await tx.query('INSERT INTO chat_message_outbox (destination, payload) SELECT * FROM unnest($1::text[], $2::jsonb[])', [
     destinations,
     envelopes.map((e) => JSON.stringify(e)),
   ]);
   // Delivered at commit, once per transaction, to every instance's relay (LISTEN).
-  await tx.query(`SELECT pg_notify('${OUTBOX_CHANNEL}', '')`);
+  await tx.query(`SELECT pg_notify('${OUTBOX_CHANNEL}', $1)`, [origin]);
 }
 
 /**

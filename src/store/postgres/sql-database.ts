@@ -17,8 +17,8 @@ export interface SqlDatabase extends Queryable {
   readonly parallelism: number;
   /** Runs fn in one transaction; commits when it resolves, rolls back when it throws. */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
-  /** Calls handler for each NOTIFY on channel (from any instance) until the returned stop is called. */
-  listen(channel: string, handler: () => void): Promise<() => Promise<void>>;
+  /** Calls handler with the payload of each NOTIFY on channel (from any instance) until the returned stop is called. */
+  listen(channel: string, handler: (payload: string) => void): Promise<() => Promise<void>>;
   /** Resolves when the database answers a trivial query within a short timeout. */
   ping(): Promise<void>;
   close(): Promise<void>;
