@@ -30,7 +30,7 @@ import { UserRateLimiter } from './limits/user-rate-limiter.js';
 import { RealtimeEndpoints } from './realtime/realtime-endpoints.js';
 import { compileTrustProxy } from './realtime/client-address.js';
 import type { StompConnectionOptions } from './realtime/stomp/stomp-connection.js';
-import { OutboxRelay, type OutboxRelayOptions, outboxCounts } from './outbox/outbox-relay.js';
+import { DEFAULT_OUTBOX_RELAY_OPTIONS, OutboxRelay, type OutboxRelayOptions, outboxCounts } from './outbox/outbox-relay.js';
 
 export interface App {
   readonly config: Config;
@@ -156,7 +156,9 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     const metrics = options.metrics ?? new Metrics();
     const db = await openDatabase(config.store, logger, options.database);
     stack.push({ name: 'database', stop: () => db.close() });
-    const store = new PostgresMessageStore(db, config.instanceId);
+    const outboxOptions = { ...DEFAULT_OUTBOX_RELAY_OPTIONS, ...options.outbox };
+    // Rows are written leased to this instance's relay for as long as one of its claims would be.
+    const store = new PostgresMessageStore(db, config.instanceId, { leaseOutboxMs: outboxOptions.leaseMs });
     metrics.outboxCounts = () => outboxCounts(db);
 
     const devIssuer = config.auth.kind === 'dev' ? DevTokenIssuer.open(config.store.kind === 'pglite' && !config.store.dataDir ? undefined : config.dataDir) : undefined;
@@ -171,7 +173,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
       config.store.kind === 'postgres' ? new PgDatabase({ ...options.database, url: config.store.url, poolSize: 4, logger, synchronousCommit: false }) : db;
     if (relayDb !== db) stack.push({ name: 'relay-database', stop: () => relayDb.close() });
     const relay = new OutboxRelay({ db: relayDb, bus: options.faults?.relayBus?.(bus) ?? bus, metrics, logger, origin: config.instanceId, options: options.outbox });
-    store.onOutboxWritten(() => relay.wake());
+    store.onOutboxWritten((written) => relay.adopt(written));
     await relay.start();
     stack.push({ name: 'outbox', stop: () => relay.stop() });
 

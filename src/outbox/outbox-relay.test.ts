@@ -579,23 +579,108 @@ function describeOutboxRelay(name: string, open: () => Promise<DbFixture>): void
       await expect(relay.start()).rejects.toThrow(/start after stop/);
     });
 
-    it('reports commit→publish latency for sends woken by the store (figure, not an assertion)', async () => {
+    const a: Participant = { profileId: '00000000-0000-4000-8000-000000000001', email: ANN, displayName: 'Ann' };
+    const b: Participant = { profileId: '00000000-0000-4000-8000-000000000002', email: BEN, displayName: 'Ben' };
+
+    /** One send through the real store, with the event the service writes for it. */
+    function appendHi(store: PostgresMessageStore, session: { id: string }) {
+      return store.appendMessage({
+        sessionId: session.id,
+        senderProfileId: a.profileId,
+        content: 'hi',
+        clientMessageId: randomUUID(),
+        sentAt: new Date(),
+        toEvent: (m) => ({
+          recipients: [ANN, BEN],
+          event: {
+            type: 'message',
+            sessionId: session.id,
+            destinations: [{ topic: sessionTopic(session.id) }],
+            message: {
+              messageId: m.id,
+              sessionId: session.id,
+              seq: m.seq,
+              senderId: a.profileId,
+              senderEmail: ANN,
+              senderDisplayName: 'Ann',
+              content: m.content,
+              clientMessageId: m.clientMessageId,
+              sentAt: m.sentAt.toISOString(),
+              delivered: false,
+              seen: false,
+            },
+          },
+        }),
+      });
+    }
+
+    it('publishes what a local commit hands over without claiming it; on stop, hands back what it could not publish', async () => {
+      const busA = await newBus(undefined, 'a');
+      const busB = await newBus(busA.log, 'b');
+      const store = new PostgresMessageStore(db, 'me', { leaseOutboxMs: 30_000 });
+      const relayA = newRelay(busA, { pollIntervalMs: 60_000 });
+      const relayB = newRelay(busB, { pollIntervalMs: 50 }, { db: fx.other });
+      store.onOutboxWritten((written) => relayA.adopt(written));
+      await relayA.start();
+      await relayB.start();
+      const session = await store.upsertSession({ a, b, intent: `adopt-${randomUUID()}` });
+
+      const first = await appendHi(store, session);
+      await expect.poll(() => busA.log.published.filter((p) => p.key === first.message.id).length).toBe(1);
+      // Leased to A at insert: B, polling every 50 ms, never claimed it.
+      expect(busA.log.published.filter((p) => p.key === first.message.id).map((p) => p.bus)).toEqual(['a']);
+
+      busA.up = false; // A holds what it is handed while its bus is away...
+      const held = [await appendHi(store, session), await appendHi(store, session)];
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(held.map((r) => busA.log.publishCount(r.message.id))).toEqual([0, 0]); // ...and B leaves them alone
+      const stoppedAt = Date.now();
+      await relayA.stop();
+      // ...until A stops: then they are due at once, and B publishes them long before the lease ends.
+      await expect.poll(() => held.map((r) => busA.log.publishCount(r.message.id)), { timeout: 5_000 }).toEqual([1, 1]);
+      expect(Date.now() - stoppedAt).toBeLessThan(5_000);
+    });
+
+    it('still looks in the table once per poll interval while handed-over rows keep it busy', async () => {
+      const bus = await newBus();
+      const store = new PostgresMessageStore(db, 'me', { leaseOutboxMs: 30_000 });
+      const relay = newRelay(bus, { pollIntervalMs: 200 });
+      store.onOutboxWritten((written) => relay.adopt(written));
+      await relay.start();
+      const session = await store.upsertSession({ a, b, intent: `busy-${randomUUID()}` });
+      let sending = true;
+      const sends = (async () => {
+        while (sending) {
+          await appendHi(store, session);
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+      })();
+      try {
+        // Due in the table and announced to nobody, as a dead instance's row is after its lease.
+        const [orphan] = newKeys(1, 'orphan');
+        await insertRows(db, [orphan!]);
+        await expect.poll(() => bus.log.publishCount(orphan!), { timeout: 3_000, interval: 10 }).toBe(1);
+      } finally {
+        sending = false;
+        await sends;
+      }
+    });
+
+    it('reports commit→publish latency for sends handed over by the store (figure, not an assertion)', async () => {
       const bus = await newBus();
       await bus.addInterest(BEN);
-      const store = new PostgresMessageStore(db);
+      const store = new PostgresMessageStore(db, 'me', { leaseOutboxMs: 30_000 });
       const relay = newRelay(bus, { pollIntervalMs: 60_000 });
       const commits: number[] = [];
-      store.onOutboxWritten(() => {
+      store.onOutboxWritten((written) => {
         commits.push(performance.now());
-        relay.wake();
+        relay.adopt(written);
       });
       const delivered = new Map<number, number>();
       bus.onEvent((e) => {
         if (e.event.type === 'message') delivered.set(e.event.message.seq, performance.now());
       });
       await relay.start();
-      const a: Participant = { profileId: '00000000-0000-4000-8000-000000000001', email: ANN, displayName: 'Ann' };
-      const b: Participant = { profileId: '00000000-0000-4000-8000-000000000002', email: BEN, displayName: 'Ben' };
       const session = await store.upsertSession({ a, b, intent: `latency-${randomUUID()}` });
 
       const n = 300;
@@ -604,34 +689,7 @@ function describeOutboxRelay(name: string, open: () => Promise<DbFixture>): void
         // in microtasks, so a tight loop would starve the setImmediate hops of the bus and measure
         // the loop, not the relay.
         await new Promise((r) => setImmediate(r));
-        await store.appendMessage({
-          sessionId: session.id,
-          senderProfileId: a.profileId,
-          content: 'hi',
-          clientMessageId: randomUUID(),
-          sentAt: new Date(),
-          toEvent: (m) => ({
-            recipients: [ANN, BEN],
-            event: {
-              type: 'message',
-              sessionId: session.id,
-              destinations: [{ topic: sessionTopic(session.id) }],
-              message: {
-                messageId: m.id,
-                sessionId: session.id,
-                seq: m.seq,
-                senderId: a.profileId,
-                senderEmail: ANN,
-                senderDisplayName: 'Ann',
-                content: m.content,
-                clientMessageId: m.clientMessageId,
-                sentAt: m.sentAt.toISOString(),
-                delivered: false,
-                seen: false,
-              },
-            },
-          }),
-        });
+        await appendHi(store, session);
       }
       await expect.poll(() => delivered.size, { timeout: 20_000 }).toBe(n);
       expect(commits).toHaveLength(n);

@@ -1,7 +1,9 @@
 /**
  * The outbox relay (DESIGN §6.2): moves events from `chat_message_outbox` to the EventBus.
  *
- * Cycle: claim → publish → mark.
+ * Cycle: claim → publish → mark. Rows this instance just wrote come without the claim: the store
+ * writes them leased to this instance and hands them over (`adopt`), and the relay publishes them
+ * from memory right after the commit; only what it did not write, or could not publish, is claimed.
  *  1. Claim, in one statement (so one short transaction): the due rows, oldest id first,
  *     `FOR UPDATE SKIP LOCKED`, leased by pushing `next_retry_at` to now + leaseMs. A relay that
  *     dies mid-batch leaves its rows to whichever relay finds them due after the lease.
@@ -39,7 +41,7 @@
 import type { Logger } from 'pino';
 import { systemClock, type BusEnvelope, type Clock, type EventBus } from '../chat/ports.js';
 import type { Metrics } from '../observability/metrics.js';
-import { OUTBOX_CHANNEL } from '../store/postgres/postgres-message-store.js';
+import { OUTBOX_CHANNEL, type WrittenOutbox } from '../store/postgres/postgres-message-store.js';
 import type { Queryable, SqlDatabase } from '../store/postgres/sql-database.js';
 
 export interface OutboxRelayOptions {
@@ -154,6 +156,11 @@ UPDATE chat_message_outbox AS o
    AND (extract(epoch FROM o.next_retry_at) * 1000000)::bigint = $6::bigint
 RETURNING o.id, o.retry_count, o.dead`;
 
+/** Leased to this instance at insert, never published by it: due now for any relay. */
+const RELEASE_SQL = `
+UPDATE chat_message_outbox SET next_retry_at = now()
+ WHERE id = ANY($1::bigint[]) AND NOT processed AND NOT dead`;
+
 /** Milliseconds until the earliest retry is due (by the database's clock), or null when none waits. */
 const NEXT_RETRY_SQL = `
 SELECT greatest(0, extract(epoch FROM min(next_retry_at) - now()) * 1000)::float8 AS ms
@@ -209,6 +216,7 @@ const MAX_LOGGED_FAILURES_PER_BATCH = 10;
 const MAX_PRUNE_STATEMENTS_PER_RUN = 50;
 const MAX_ERROR_TEXT = 2000;
 const LISTEN_RETRY_MS = 10_000;
+const MAX_ADOPTED_ROWS = 10_000;
 
 export class OutboxRelay {
   private readonly db: SqlDatabase;
@@ -228,6 +236,12 @@ export class OutboxRelay {
   private nextListenAttemptAt = 0;
   private wakeRequested = false;
   private remoteWake: NodeJS.Timeout | undefined;
+  /** Commits of this instance whose rows were written leased to it, oldest first, not yet published. */
+  private readonly adopted: WrittenOutbox[] = [];
+  private adoptedRows = 0;
+  /** Something may be due in the table that was not handed over: claim before sleeping again. */
+  private claimDue = true;
+  private lastClaimAt = Number.NEGATIVE_INFINITY;
   private sleeper: { wakeable: boolean; done: () => void } | undefined;
   private pendingMark: PendingMark | undefined;
   /** This relay scheduled retries: ask the database when the next is due rather than wait for a poll. */
@@ -271,6 +285,27 @@ export class OutboxRelay {
    * coalesce: any number during a cycle cause exactly one more. Never throws; no-op unless running.
    */
   wake(): void {
+    this.claimDue = true;
+    this.wakeUp();
+  }
+
+  /**
+   * Takes over the rows a local commit wrote leased to this instance, and publishes them without
+   * claiming them. Beyond MAX_ADOPTED_ROWS waiting (the bus away for long), rows are left to be
+   * claimed when their lease ends, so a long outage costs bounded memory.
+   */
+  adopt(written: WrittenOutbox): void {
+    if (this.state !== 'running') return;
+    if (!written.leased) return this.wake();
+    if (written.rows.length === 0) return;
+    if (this.adoptedRows + written.rows.length <= MAX_ADOPTED_ROWS) {
+      this.adopted.push(written);
+      this.adoptedRows += written.rows.length;
+    }
+    this.wakeUp();
+  }
+
+  private wakeUp(): void {
     if (this.state !== 'running') return;
     this.wakeRequested = true;
     if (this.sleeper?.wakeable) this.sleeper.done();
@@ -312,11 +347,24 @@ export class OutboxRelay {
         this.log.warn({ err, rows: countRows(this.pendingMark) }, 'could not record the last batch; its rows will be published again after their lease');
       }
     }
+    await this.releaseAdopted();
     const unlisten = this.unlisten;
     this.unlisten = undefined;
     await unlisten?.().catch((err: unknown) => this.log.warn({ err }, 'UNLISTEN failed'));
     this.state = 'stopped';
     this.log.info('outbox relay stopped');
+  }
+
+  /** Rows handed over but not published: due again now, for the other relays, not after the lease. */
+  private async releaseAdopted(): Promise<void> {
+    const ids = this.adopted.splice(0).flatMap((w) => w.rows.map((r) => r.id));
+    this.adoptedRows = 0;
+    if (ids.length === 0) return;
+    try {
+      await this.db.query(RELEASE_SQL, [ids]);
+    } catch (err) {
+      this.log.warn({ err, rows: ids.length }, 'could not release unpublished outbox rows; they are claimed when their lease ends');
+    }
   }
 
   private async ensureListening(): Promise<void> {
@@ -360,6 +408,7 @@ export class OutboxRelay {
       } catch (err) {
         this.consecutiveErrors++;
         outcome = 'error';
+        this.claimDue = true;
         this.log.warn({ err, failedCycles: this.consecutiveErrors }, 'outbox cycle failed, will retry');
       }
       this.maybePrune();
@@ -408,7 +457,11 @@ export class OutboxRelay {
         resolve();
       };
       const sleeper = { wakeable, done };
-      const timer = setTimeout(done, ms);
+      // Waking from the poll, a retry's due time or an error's backoff: look in the table again.
+      const timer = setTimeout(() => {
+        this.claimDue = true;
+        done();
+      }, ms);
       timer.unref();
       this.sleeper = sleeper;
     });
@@ -423,15 +476,34 @@ export class OutboxRelay {
       this.busDown = true;
       return 'bus-down';
     }
-    if (this.busDown) this.log.info('bus available again; publishing outbox rows');
+    if (this.busDown) {
+      this.log.info('bus available again; publishing outbox rows');
+      this.claimDue = true;
+    }
     this.busDown = false;
 
+    const written = this.adopted.shift();
+    if (written) {
+      this.adoptedRows -= written.rows.length;
+      const rows = written.rows.map((r) => ({ ...r, retryCount: 0 }));
+      const attempts = await this.publishAll(rows);
+      this.pendingMark = this.toMark(written.lease, attempts);
+      await this.flushMark();
+    }
+    const more = this.adopted.length > 0;
+    // Under a steady stream of handed-over rows the relay never sleeps long enough for its poll, so
+    // the table is also looked at once per poll interval: a dead instance's rows must not starve.
+    const now = this.clock.now().getTime();
+    if (!this.claimDue && now - this.lastClaimAt < this.opts.pollIntervalMs) return more ? 'full' : written ? 'partial' : 'idle';
+    this.claimDue = false;
+    this.lastClaimAt = now;
     const claim = await this.claim();
-    if (claim.rows.length === 0) return 'idle';
+    if (claim.rows.length === 0) return more ? 'full' : written ? 'partial' : 'idle';
     const attempts = await this.publishAll(claim.rows);
     this.pendingMark = this.toMark(claim.lease, attempts);
     await this.flushMark();
-    return claim.rows.length >= this.opts.batchSize ? 'full' : 'partial';
+    if (claim.rows.length >= this.opts.batchSize) this.claimDue = true;
+    return claim.rows.length >= this.opts.batchSize || more ? 'full' : 'partial';
   }
 
   private async claim(): Promise<Claim> {

@@ -14,7 +14,7 @@
  * moves on. Must never happen: a send dropped without being stored, refused or made dead.
  */
 import type { QueuedSend, SendQueue, SendQueueHandlers } from '../chat/ports.js';
-import { isOutage, retryDelayMs, type SendQueueRetryOptions } from './send-queue-retry.js';
+import { isOutage, RetryPauses, retryDelayMs, type SendQueueRetryOptions } from './send-queue-retry.js';
 import { silentBusLogger as silentQueueLogger, type BusLogger as QueueLogger } from '../bus/bus-logger.js';
 
 export interface MemorySendQueueOptions extends Partial<SendQueueRetryOptions> {
@@ -34,7 +34,7 @@ export class MemorySendQueue implements SendQueue {
   /** Waiting sends per session key, in enqueue order; a session is in `sessions` while it has work. */
   private readonly sessions = new Map<string, QueuedSend[]>();
   private readonly running = new Set<Promise<void>>();
-  private readonly sleepers = new Set<() => void>();
+  private readonly pauses = new RetryPauses();
   private readonly retry: SendQueueRetryOptions;
   private readonly log: QueueLogger;
   private readonly maxLength: number;
@@ -63,7 +63,7 @@ export class MemorySendQueue implements SendQueue {
 
   async stop(): Promise<void> {
     this.state = 'stopped';
-    for (const wake of this.sleepers) wake();
+    this.pauses.wakeAll();
     await Promise.allSettled([...this.running]);
   }
 
@@ -117,7 +117,7 @@ export class MemorySendQueue implements SendQueue {
         if (isOutage(err)) {
           outages += 1;
           if (outages === 1) this.log.warn({ err }, 'queued send not stored: outage; holding it and the sends of its session');
-          await this.sleep(retryDelayMs(this.retry, outages));
+          await this.pauses.sleep(retryDelayMs(this.retry, outages));
         } else {
           failures += 1;
           if (failures >= this.retry.maxAttempts) {
@@ -128,24 +128,13 @@ export class MemorySendQueue implements SendQueue {
             return;
           }
           this.log.warn({ err, attempt: failures }, 'storing a queued send failed unexpectedly, retrying');
-          await this.sleep(retryDelayMs(this.retry, failures));
+          await this.pauses.sleep(retryDelayMs(this.retry, failures));
         }
         if (this.state !== 'started') return;
       }
     }
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.sleepers.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.sleepers.add(done);
-    });
-  }
 }
 
 /** Sends are ordered within a session; one whose session id is not even a string still gets handled. */

@@ -48,7 +48,7 @@ import { ChatError } from '../chat/chat-errors.js';
 import type { QueuedSend, SendQueue, SendQueueHandlers } from '../chat/ports.js';
 import { silentBusLogger, type BusLogger } from '../bus/bus-logger.js';
 import { decodeJsonBody, withTimeout } from '../bus/amqp-support.js';
-import { isOutage, retryDelayMs } from './send-queue-retry.js';
+import { isOutage, RetryPauses, retryDelayMs } from './send-queue-retry.js';
 
 export interface RabbitMqSendQueueOptions {
   /** amqp:// or amqps:// URL of the broker. */
@@ -123,7 +123,7 @@ export class RabbitMqSendQueue implements SendQueue {
   private readonly inFlight = new Set<Promise<void>>();
   /** The last handling queued per session; see inSessionOrder. */
   private readonly sessionTails = new Map<string, Promise<void>>();
-  private readonly sleepers = new Set<() => void>();
+  private readonly pauses = new RetryPauses();
   private readyWaiters: Array<() => void> = [];
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
@@ -165,20 +165,8 @@ export class RabbitMqSendQueue implements SendQueue {
 
   /** Queues the send durably; resolves once the broker confirmed the routed message. */
   async enqueue(send: QueuedSend): Promise<void> {
-    const { caller, request } = send;
-    // Only the fields a send has: whatever else the client put in its request stays out of the queue.
-    const queued: QueuedSend = {
-      caller: { email: caller.email, ...(caller.displayName !== undefined ? { displayName: caller.displayName } : {}) },
-      request: {
-        sessionId: request.sessionId,
-        content: request.content,
-        clientMessageId: request.clientMessageId,
-        ...(request.senderEmail !== undefined ? { senderEmail: request.senderEmail } : {}),
-        ...(request.intent !== undefined ? { intent: request.intent } : {}),
-      },
-    };
     try {
-      await this.publish(this.queue, Buffer.from(JSON.stringify(queued), 'utf8'), { 'x-chat-accepted-by': this.connectionName });
+      await this.publish(this.queue, Buffer.from(JSON.stringify(send), 'utf8'), { 'x-chat-accepted-by': this.connectionName });
     } catch (err) {
       this.log.warn({ err, queue: this.queue }, 'send could not be queued');
       throw err;
@@ -241,7 +229,7 @@ export class RabbitMqSendQueue implements SendQueue {
   private async close(): Promise<void> {
     clearTimeout(this.setupTimer);
     this.consumerReady = false;
-    for (const wake of this.sleepers) wake();
+    this.pauses.wakeAll();
     const { connection, channel, consumerTag, publisher } = this;
     if (!connection) return;
     const graceful = (async () => {
@@ -393,7 +381,7 @@ export class RabbitMqSendQueue implements SendQueue {
           else if (outages === 0) this.log.debug({ err, clientMessageId }, 'queued send not stored: outage');
           this.waitingForOutage = true;
           outages += 1;
-          await this.sleep(retryDelayMs(this.retry, outages));
+          await this.pauses.sleep(retryDelayMs(this.retry, outages));
           continue;
         }
         failures += 1;
@@ -402,7 +390,7 @@ export class RabbitMqSendQueue implements SendQueue {
           return;
         }
         this.log.warn({ err, clientMessageId, attempt: failures }, 'storing a queued send failed unexpectedly, retrying');
-        await this.sleep(retryDelayMs(this.retry, failures));
+        await this.pauses.sleep(retryDelayMs(this.retry, failures));
         continue;
       }
       if (this.waitingForOutage) {
@@ -484,17 +472,6 @@ export class RabbitMqSendQueue implements SendQueue {
     }
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.sleepers.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.sleepers.add(done);
-    });
-  }
 }
 
 function parseQueuedSend(body: unknown): QueuedSend | undefined {

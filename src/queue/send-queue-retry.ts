@@ -15,3 +15,24 @@ export const isOutage = (err: unknown): boolean => err instanceof ChatError && e
 /** Capped exponential backoff: retryMinMs, doubling, at most retryMaxMs. */
 export const retryDelayMs = (options: SendQueueRetryOptions, attempt: number): number =>
   Math.min(options.retryMaxMs, options.retryMinMs * 2 ** Math.min(attempt - 1, 20));
+
+/** Pauses between attempts that `wakeAll` ends early, so a stopping queue does not wait them out. */
+export class RetryPauses {
+  private readonly sleepers = new Set<() => void>();
+
+  sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.sleepers.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.sleepers.add(done);
+    });
+  }
+
+  wakeAll(): void {
+    for (const wake of [...this.sleepers]) wake();
+  }
+}

@@ -108,12 +108,13 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('instances killed with
 
   it('a relay killed after a confirmed publish, before marking its row: the event is published again and seen once after de-duplication', async () => {
     const doomed = await startDoomed('relay-after-confirms:40');
-    const load = new LedgerLoad(await pairs(), LOAD);
+    // Its senders' commits hand their rows to its relay; their recipients stay on the steady one.
+    const load = new LedgerLoad(await pairs(undefined, doomed), LOAD);
     await load.start();
     expect(await doomed.exited).toBe('SIGKILL');
     const victim = injected(doomed);
-    // Its row was never marked: the steady relay takes it over once the lease (5 s) ends and
-    // publishes it again, though its first publish was delivered.
+    // Its row was never marked: the steady relay claims it once the lease (5 s) ends and publishes
+    // it again, though its first publish was delivered.
     await expect.poll(() => load.liveDeliveries(victim.messageId), { timeout: 20_000 }).toBeGreaterThanOrEqual(2);
     const figures = await load.finish(shared.databaseUrl, 'relay killed between confirm and mark');
     expectNothingLost(figures, load);

@@ -28,6 +28,25 @@ export const OUTBOX_CHANNEL = 'chat_outbox';
 
 type AppendResult = { message: MessageRecord; created: boolean };
 
+/**
+ * The outbox rows one commit wrote, as the local relay takes them over without claiming them
+ * (see `leaseOutboxMs`). `lease` is their next_retry_at in epoch microseconds, the same for every
+ * row of the commit (now() is per transaction), in the form the relay's claims use.
+ */
+export interface WrittenOutbox {
+  /** True when the rows were written leased to this instance; false: they are due for any relay. */
+  readonly leased: boolean;
+  readonly lease: string;
+  readonly rows: ReadonlyArray<{ id: string; payload: BusEnvelope; createdAt: Date }>;
+}
+
+interface QueuedRow {
+  id: string;
+  key: string | null;
+  createdAt: string;
+  lease: string;
+}
+
 class ConcurrentDuplicate extends Error {}
 
 interface SessionRow {
@@ -59,21 +78,27 @@ const MESSAGE_COLUMNS = 'id, session_id, seq, sender_profile_id, content, client
 
 export class PostgresMessageStore implements MessageStore {
   private readonly appends: GroupCommitter<AppendMessage, AppendResult>;
-  private readonly outboxListeners: Array<() => void> = [];
+  private readonly outboxListeners: Array<(written: WrittenOutbox) => void> = [];
+  private readonly leaseOutboxMs: number | null;
 
   /**
-   * `origin` names this instance in the NOTIFY payload, so its own relay (woken directly through
-   * onOutboxWritten) can tell its commits from other instances'.
+   * `origin` names this instance in the NOTIFY payload, so its own relay (told directly through
+   * onOutboxWritten) can tell its commits from other instances'. With `leaseOutboxMs`, outbox rows
+   * are written already leased to this instance for that long: its relay publishes them straight
+   * from memory after the commit, with no claim round trip, and if this instance dies before it
+   * has, any relay claims them once the lease ends.
    */
   constructor(
     private readonly db: SqlDatabase,
     private readonly origin = '',
+    options: { leaseOutboxMs?: number } = {},
   ) {
     this.appends = new GroupCommitter((items) => this.appendBatch(items), db.parallelism);
+    this.leaseOutboxMs = options.leaseOutboxMs ?? null;
   }
 
-  /** Called after each commit that wrote outbox rows, so the local relay need not wait for a poll. */
-  onOutboxWritten(listener: () => void): void {
+  /** Called after each commit that wrote outbox rows, with those rows, so the local relay need not wait for a poll. */
+  onOutboxWritten(listener: (written: WrittenOutbox) => void): void {
     this.outboxListeners.push(listener);
   }
 
@@ -211,17 +236,19 @@ export class PostgresMessageStore implements MessageStore {
     sessionId: string,
     toEvent: (u: ReceiptUpdate) => BusEnvelope,
   ): Promise<ReceiptUpdate> {
-    const update = await this.run(() =>
+    const { result, written } = await this.run(() =>
       this.db.transaction(async (tx) => {
         const rows = await tx.query<{ id: string; seq: string | number }>(sql, params);
         const messages = rows.map((r) => ({ id: r.id, seq: Number(r.seq) })).sort((x, y) => x.seq - y.seq);
-        const result: ReceiptUpdate = { messages };
-        if (messages.length > 0) await insertOutbox(tx, [sessionTopic(sessionId)], [toEvent(result)], this.origin);
-        return result;
+        const update: ReceiptUpdate = { messages };
+        if (messages.length === 0) return { result: update, written: undefined };
+        const envelope = toEvent(update);
+        const queued = await insertOutbox(tx, sessionTopic(sessionId), envelope, this.origin, this.leaseOutboxMs);
+        return { result: update, written: this.writtenOf([queued], () => envelope) };
       }),
     );
-    if (update.messages.length > 0) this.announceOutbox();
-    return update;
+    if (written) this.announceOutbox(written);
+    return result;
   }
 
   /**
@@ -246,8 +273,8 @@ export class PostgresMessageStore implements MessageStore {
   private async commitBatch(items: readonly AppendMessage[]): Promise<ReadonlyArray<BatchOutcome<AppendResult>>> {
     for (let attempt = 1; ; attempt++) {
       try {
-        const { outcomes, wroteOutbox } = await this.db.transaction((tx) => appendInTransaction(tx, items, this.origin));
-        if (wroteOutbox) this.announceOutbox();
+        const { outcomes, queued, envelopes } = await this.db.transaction((tx) => appendInTransaction(tx, items, this.origin, this.leaseOutboxMs));
+        if (queued.length > 0) this.announceOutbox(this.writtenOf(queued, (row) => envelopes.get(row.key ?? '')));
         return outcomes;
       } catch (err) {
         if (err instanceof ConcurrentDuplicate && attempt < 5) continue;
@@ -256,8 +283,17 @@ export class PostgresMessageStore implements MessageStore {
     }
   }
 
-  private announceOutbox(): void {
-    for (const listener of this.outboxListeners) listener();
+  private writtenOf(queued: readonly QueuedRow[], envelopeOf: (row: QueuedRow) => BusEnvelope | undefined): WrittenOutbox {
+    const rows: Array<{ id: string; payload: BusEnvelope; createdAt: Date }> = [];
+    for (const row of queued) {
+      const payload = envelopeOf(row);
+      if (payload) rows.push({ id: row.id, payload, createdAt: new Date(row.createdAt) });
+    }
+    return { leased: this.leaseOutboxMs !== null, lease: queued[0]?.lease ?? '0', rows };
+  }
+
+  private announceOutbox(written: WrittenOutbox): void {
+    for (const listener of this.outboxListeners) listener(written);
   }
 
   private async run<T>(fn: () => Promise<T>): Promise<T> {
@@ -273,7 +309,8 @@ async function appendInTransaction(
   tx: Queryable,
   items: readonly AppendMessage[],
   origin: string,
-): Promise<{ outcomes: Array<BatchOutcome<AppendResult>>; wroteOutbox: boolean }> {
+  leaseMs: number | null,
+): Promise<{ outcomes: Array<BatchOutcome<AppendResult>>; queued: QueuedRow[]; envelopes: Map<string, BusEnvelope> }> {
   const outcomes: Array<BatchOutcome<AppendResult> | undefined> = new Array(items.length);
   const key = (m: { senderProfileId: string; clientMessageId: string }): string => `${m.senderProfileId}|${m.clientMessageId}`;
 
@@ -310,6 +347,7 @@ async function appendInTransaction(
 
   const records: MessageRecord[] = [];
   const envelopes: BusEnvelope[] = [];
+  let queued: QueuedRow[] = [];
   if (fresh.length > 0) {
     const lastAt = new Map<string, Date>();
     for (const i of fresh) {
@@ -341,7 +379,7 @@ async function appendInTransaction(
       const touched = [...lastAt.keys()];
       // One statement writes the messages, advances the sessions, adds the outbox rows and
       // announces them (NOTIFY is delivered at commit): round trips, not rows, bound the latency.
-      const [written] = await tx.query<{ inserted: string | number }>(
+      const [written] = await tx.query<{ inserted: string | number; queued: QueuedRow[] | null }>(
         `WITH inserted AS (
            INSERT INTO chat_messages (id, session_id, seq, sender_profile_id, content, client_msg_id, sent_at)
            SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::uuid[], $5::text[], $6::uuid[], $7::timestamptz[])
@@ -353,11 +391,12 @@ async function appendInTransaction(
             WHERE s.id = v.id
            RETURNING 1
          ), queued AS (
-           INSERT INTO chat_message_outbox (destination, payload)
-           SELECT * FROM unnest($11::text[], $12::jsonb[])
-           RETURNING 1
+           INSERT INTO chat_message_outbox (destination, payload, next_retry_at)
+           SELECT d, p, now() + coalesce($14::double precision, 0) * interval '1 millisecond' FROM unnest($11::text[], $12::jsonb[]) AS t(d, p)
+           RETURNING ${QUEUED_COLUMNS}
          )
-         SELECT (SELECT count(*) FROM inserted) AS inserted, pg_notify('${OUTBOX_CHANNEL}', $13)`,
+         SELECT (SELECT count(*) FROM inserted) AS inserted, pg_notify('${OUTBOX_CHANNEL}', $13),
+                (SELECT json_agg(queued) FROM queued) AS queued`,
         [
           records.map((r) => r.id),
           records.map((r) => r.sessionId),
@@ -372,8 +411,10 @@ async function appendInTransaction(
           records.map((r) => sessionTopic(r.sessionId)),
           envelopes.map((e) => JSON.stringify(e)),
           origin,
+          leaseMs,
         ],
       );
+      queued = written?.queued ?? [];
       // Another transaction committed one of our keys after we looked: start over (the rollback
       // undoes this statement) so that its row is found as a repeat and our seqs stay gapless.
       if (Number(written?.inserted) !== records.length) throw new ConcurrentDuplicate();
@@ -384,7 +425,8 @@ async function appendInTransaction(
     const firstOutcome = outcomes[first]!;
     outcomes[i] = firstOutcome.ok ? repeatOutcome(firstOutcome.value.message, items[i]!) : firstOutcome;
   }
-  return { outcomes: outcomes as Array<BatchOutcome<AppendResult>>, wroteOutbox: records.length > 0 };
+  const byMessage = new Map(envelopes.map((e) => [e.event.type === 'message' ? e.event.message.messageId : '', e]));
+  return { outcomes: outcomes as Array<BatchOutcome<AppendResult>>, queued, envelopes: byMessage };
 }
 
 function repeatOutcome(stored: MessageRecord, item: AppendMessage): BatchOutcome<AppendResult> {
@@ -397,13 +439,22 @@ function repeatOutcome(stored: MessageRecord, item: AppendMessage): BatchOutcome
   return { ok: true, value: { message: stored, created: false } };
 }
 
-async function insertOutbox(tx: Queryable, destinations: string[], envelopes: BusEnvelope[], origin: string): Promise<void> {
-  await tx.query('INSERT INTO chat_message_outbox (destination, payload) SELECT * FROM unnest($1::text[], $2::jsonb[])', [
-    destinations,
-    envelopes.map((e) => JSON.stringify(e)),
-  ]);
-  // Delivered at commit, once per transaction, to every instance's relay (LISTEN).
-  await tx.query(`SELECT pg_notify('${OUTBOX_CHANNEL}', $1)`, [origin]);
+/** The outbox row as the store tells the relay about it; `key` finds its envelope (the message id). */
+const QUEUED_COLUMNS = `id::text AS id, payload->'event'->'message'->>'messageId' AS key, created_at AS "createdAt",
+           (extract(epoch FROM next_retry_at) * 1000000)::bigint::text AS lease`;
+
+async function insertOutbox(tx: Queryable, destination: string, envelope: BusEnvelope, origin: string, leaseMs: number | null): Promise<QueuedRow> {
+  // NOTIFY is delivered at commit, once per transaction, to every instance's relay (LISTEN).
+  const [row] = await tx.query<QueuedRow>(
+    `WITH queued AS (
+       INSERT INTO chat_message_outbox (destination, payload, next_retry_at)
+       VALUES ($1, $2::jsonb, now() + coalesce($4::double precision, 0) * interval '1 millisecond')
+       RETURNING ${QUEUED_COLUMNS}
+     )
+     SELECT queued.*, pg_notify('${OUTBOX_CHANNEL}', $3) FROM queued`,
+    [destination, JSON.stringify(envelope), origin, leaseMs],
+  );
+  return row!;
 }
 
 /**
