@@ -16,7 +16,7 @@ export default tseslint.config(
     },
   },
   {
-    // The dependency rule of CONVENTIONS.md: chat/ imports only chat/.
+    // The dependency rule (docs/architecture.md): chat/ imports only chat/.
     files: ['src/chat/**/*.ts'],
     rules: {
       'no-restricted-imports': ['error', { patterns: [{ group: ['../*', 'fastify', 'pg', 'ws', 'sockjs', '@electric-sql/*', 'rabbitmq-client'], message: 'chat/ imports only chat/.' }] }],

@@ -277,10 +277,14 @@ async function main(): Promise<void> {
 
     console.log('| phase | figure |');
     console.log('|---|---|');
-    console.log(`| closed loop, ${PAIRS} senders × ${WINDOW} in flight | **${fmt(throughput.acked, 0)} msg/s acked**, ${fmt(throughput.delivered, 0)} msg/s delivered |`);
-    console.log(`| closed loop: send→deliver latency | p50 ${fmt(percentile(throughput.deliver, 0.5))} ms, p95 ${fmt(percentile(throughput.deliver, 0.95))} ms, p99 ${fmt(percentile(throughput.deliver, 0.99))} ms |`);
-    console.log(`| closed loop: send→ack latency | p50 ${fmt(percentile(throughput.ack, 0.5))} ms, p99 ${fmt(percentile(throughput.ack, 0.99))} ms |`);
-    console.log(`| closed loop: cpu µs/msg delivered | ${cpu1} |`);
+    if (closedLoop) {
+      console.log(`| closed loop, ${PAIRS} senders × ${WINDOW} in flight | **${fmt(throughput.acked, 0)} msg/s acked**, ${fmt(throughput.delivered, 0)} msg/s delivered |`);
+      console.log(`| closed loop: send→deliver latency | p50 ${fmt(percentile(throughput.deliver, 0.5))} ms, p95 ${fmt(percentile(throughput.deliver, 0.95))} ms, p99 ${fmt(percentile(throughput.deliver, 0.99))} ms |`);
+      console.log(`| closed loop: send→ack latency | p50 ${fmt(percentile(throughput.ack, 0.5))} ms, p99 ${fmt(percentile(throughput.ack, 0.99))} ms |`);
+      console.log(`| closed loop: cpu µs/msg delivered | ${cpu1} |`);
+    } else {
+      console.log('| closed loop | skipped (BENCH_CLOSED=0) |');
+    }
     console.log(`| open loop at ${rate} msg/s (sent ${fmt(fixed.sent, 0)}/s) | send→deliver p50 ${fmt(percentile(fixed.deliver, 0.5))} ms, p95 ${fmt(percentile(fixed.deliver, 0.95))} ms, p99 ${fmt(percentile(fixed.deliver, 0.99))} ms; undelivered at end: ${fixed.lost} |`);
     console.log(`| open loop at ${rate} msg/s: cpu µs/msg delivered | ${cpu2} |`);
     console.log(`| ${IDLE} idle STOMP connections | ${fmt((rssAfter - rssBefore) / IDLE / 1024, 1)} KiB RSS per connection (${fmt(rssBefore / 2 ** 20, 0)} → ${fmt(rssAfter / 2 ** 20, 0)} MiB) |`);

@@ -1,6 +1,6 @@
 /**
  * ChatClient: the chat service's real-time client for browsers and Node, on @stomp/stompjs over a
- * raw WebSocket or SockJS (DESIGN §5–6).
+ * raw WebSocket or SockJS (README "Real time", docs/architecture.md).
  *
  * Lifecycle: `connect()` → connecting → connected ⇄ reconnecting → `close()` → disconnected. Each
  * connection attempt asks `tokenProvider` for a token (so an expired one is replaced), opens a new

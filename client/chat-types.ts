@@ -1,5 +1,5 @@
 /**
- * The wire shapes of the chat service as a client sees them (README "HTTP API", DESIGN §4–5). The
+ * The wire shapes of the chat service as a client sees them (README "HTTP API" and "Real time"). The
  * SDK keeps its own copy rather than importing the server's types, so it builds on its own; the
  * field names are the service's public API and do not change.
  */

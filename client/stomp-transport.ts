@@ -1,6 +1,6 @@
 /**
  * Opens the socket under the STOMP client for each transport. SockJS (what browsers behind proxies
- * fall back to) and raw WebSocket (mobile, servers) both end at the service's `/ws` (DESIGN §5).
+ * fall back to) and raw WebSocket (mobile, servers) both end at the service's `/ws` (README, "Real time").
  */
 import type { IStompSocket } from '@stomp/stompjs';
 import SockJS from 'sockjs-client';

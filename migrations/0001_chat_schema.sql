@@ -48,7 +48,7 @@ CREATE TABLE chat_messages (
 CREATE INDEX chat_messages_session_sent_at_idx ON chat_messages (session_id, sent_at DESC);
 CREATE INDEX chat_messages_unseen_idx ON chat_messages (session_id, seq) WHERE NOT seen;
 
--- One row per event; payload lists every destination of the event (DESIGN §6).
+-- One row per event; payload lists every destination of the event (docs/adr/0001).
 CREATE TABLE chat_message_outbox (
   id            bigserial   PRIMARY KEY,
   destination   text        NOT NULL,

@@ -1,5 +1,5 @@
 /**
- * EventBus over RabbitMQ (DESIGN.md §6.3): one topic exchange, one routing key per user, one queue
+ * EventBus over RabbitMQ (docs/architecture.md, "The path of a message"): one topic exchange, one routing key per user, one queue
  * per instance bound to the users connected to that instance.
  *
  * Lifecycle: construct (no I/O) → `start()` opens the connection, declares the instance queue with

@@ -1,5 +1,5 @@
 /**
- * The HTTP API (DESIGN §4): Fastify routes that authenticate, translate and hand over to the chat
+ * The HTTP API (README, "HTTP API"): Fastify routes that authenticate, translate and hand over to the chat
  * service. No business rules here.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';

@@ -337,7 +337,7 @@ function describeOutboxRelay(name: string, open: () => Promise<DbFixture>): void
       expect(relay.cycles).toBe(cyclesDuringHold + 2);
     });
 
-    it('computes the DESIGN backoff: min(60 s, 2^n s)', () => {
+    it('computes the retry backoff: min(60 s, 2^n s)', () => {
       expect([1, 2, 3, 4, 5, 6, 7, 10].map(defaultBackoff)).toEqual([2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000]);
     });
 

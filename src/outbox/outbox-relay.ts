@@ -1,5 +1,5 @@
 /**
- * The outbox relay (DESIGN §6.2): moves events from `chat_message_outbox` to the EventBus.
+ * The outbox relay (docs/architecture.md, "The path of a message"): moves events from `chat_message_outbox` to the EventBus.
  *
  * Cycle: claim → publish → mark. Rows this instance just wrote come without the claim: the store
  * writes them leased to this instance and hands them over (`adopt`), and the relay publishes them
@@ -86,7 +86,7 @@ export interface OutboxRelayDeps {
   options?: Partial<OutboxRelayOptions>;
 }
 
-/** DESIGN §6.2: min(60 s, 2^n s) after the n-th failure. */
+/** min(60 s, 2^n s) after the n-th failure (docs/architecture.md). */
 export function defaultBackoff(failures: number): number {
   return Math.min(60_000, 2 ** failures * 1000);
 }

@@ -1,6 +1,6 @@
 /**
  * The cluster's profile directory: profiles come from the external profile service ("FlairBit",
- * DESIGN.md §7) over HTTP, authenticated by a service JWT, cached, and guarded so that a slow or
+ * docs/architecture.md, "Profiles") over HTTP, authenticated by a service JWT, cached, and guarded so that a slow or
  * failing service degrades chat instead of stalling it.
  *
  * A lookup goes: fresh cache entry → answer. Otherwise one request per key is in flight at a time

@@ -1,6 +1,6 @@
 /**
  * Signs the short-lived service JWT (RS256) that authenticates chat-service to the profile service
- * (DESIGN.md §7). One token is shared by all calls until shortly before it expires: RSA signing
+ * (docs/architecture.md, "Profiles"). One token is shared by all calls until shortly before it expires: RSA signing
  * costs about a millisecond, which would otherwise be paid on every profile lookup.
  *
  * Invariants: a returned token is valid for at least `renewBeforeSec` more seconds; concurrent

@@ -81,7 +81,7 @@ export interface RabbitMqSendQueueOptions {
   logger?: BusLogger;
 }
 
-/** `chat.send.queue` → `chat.send.dead` (DESIGN §6.3); any other name gets `.dead` appended. */
+/** `chat.send.queue` → `chat.send.dead` (README, `SEND_QUEUE`); any other name gets `.dead` appended. */
 export function deadLetterQueueOf(sendQueue: string): string {
   return sendQueue.endsWith('.queue') ? `${sendQueue.slice(0, -'.queue'.length)}.dead` : `${sendQueue}.dead`;
 }

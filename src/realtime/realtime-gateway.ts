@@ -1,7 +1,7 @@
 /**
  * The application behind every STOMP connection: authenticates CONNECT, authorises and registers
  * subscriptions, turns SENDs into chat use cases, and delivers bus events to the local
- * subscriptions they address (DESIGN §5).
+ * subscriptions they address (docs/architecture.md, "Real time").
  *
  * Routing state is local to this instance: which connections each user has (at most
  * `maxConnectionsPerUser`, so one token cannot hold an instance's sockets), and which

@@ -1,4 +1,4 @@
-/** The REST API of DESIGN §4 over real HTTP, on PGlite and on PostgreSQL (dev issuer). */
+/** The REST API (README, "HTTP API") over real HTTP, on PGlite and on PostgreSQL (dev issuer). */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, infra, type TestDatabase } from '../support/infra.js';
 import { newId, startTestApp, type TestApp, uniqueEmail } from '../support/test-app.js';

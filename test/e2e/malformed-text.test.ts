@@ -4,31 +4,30 @@
  * commit. Run on the embedded default and on the machine's PostgreSQL.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, infra, type TestDatabase } from '../support/infra.js';
+import { infra } from '../support/infra.js';
 import { connectStomp } from '../support/stomp-client.js';
-import { newId, startTestApp, type TestApp, uniqueEmail } from '../support/test-app.js';
+import { newId, startTestApp, startTestAppOnPostgres, type TestApp, uniqueEmail } from '../support/test-app.js';
 
 const LONE_SURROGATE = 'bad \uD800 text';
 
 /** The mean of two rounds' latency figures. */
 const meanOf = (x: { p50: number; max: number }, y: { p50: number; max: number }) => ({ p50: (x.p50 + y.p50) / 2, max: (x.max + y.max) / 2 });
 
-function describeOn(name: string, open: () => Promise<{ t: TestApp; close(): Promise<void> }>): void {
+function describeOn(name: string, open: () => Promise<TestApp>): void {
   describe(`malformed text on ${name}`, () => {
     let t: TestApp;
-    let close: () => Promise<void>;
     let alice: string;
     let aliceToken: string;
     let sessionId: string;
 
     beforeAll(async () => {
-      ({ t, close } = await open());
+      t = await open();
       alice = uniqueEmail('alice');
       aliceToken = await t.token(alice);
       sessionId = (await t.call('POST', '/api/chat/init', { token: aliceToken, body: { toEmail: uniqueEmail('bob'), intent: 'dating' } })).body.sessionId;
     });
     afterAll(async () => {
-      await close?.();
+      await t?.close();
     });
 
     /** n senders, each in a session of their own, sending `perSender` messages at once. */
@@ -149,21 +148,8 @@ function describeOn(name: string, open: () => Promise<{ t: TestApp; close(): Pro
   });
 }
 
-describeOn('the embedded default', async () => {
-  const t = await startTestApp();
-  return { t, close: () => t.close() };
-});
+describeOn('the embedded default', () => startTestApp());
 
 describe.skipIf(!infra.postgresUrl)('on PostgreSQL', () => {
-  describeOn('PostgreSQL', async () => {
-    const database: TestDatabase = await createTestDatabase(infra.postgresUrl!);
-    const t = await startTestApp({ DATABASE_URL: database.url, RATE_LIMIT_PER_MINUTE: '0' });
-    return {
-      t,
-      close: async () => {
-        await t.close();
-        await database.drop();
-      },
-    };
-  });
+  describeOn('PostgreSQL', () => startTestAppOnPostgres(infra.postgresUrl!, { RATE_LIMIT_PER_MINUTE: '0' }));
 });

@@ -8,9 +8,9 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isWellFormedText } from '../../src/chat/text-rules.js';
-import { createTestDatabase, infra, type TestDatabase } from '../support/infra.js';
+import { infra } from '../support/infra.js';
 import { openRawStomp } from '../support/raw-stomp.js';
-import { newId, startTestApp, type TestApp, uniqueEmail } from '../support/test-app.js';
+import { newId, startTestApp, startTestAppOnPostgres, type TestApp, uniqueEmail } from '../support/test-app.js';
 
 const NASTY = ['\u0000', '\uD800', '\uDBFF', '\uDC00', '\uDFFF', '\u202E', '\u200F', '\u200B', '\uFEFF', '\u0007', '\u001B', '\u2028', '\u0301', '\u212A', '\uFFFD', '\u{1F600}', '\u{10FFFF}', 'a', ' ', '"', '\\'];
 const unit = fc.oneof(
@@ -29,23 +29,22 @@ const RUNS = 120;
 /** Percent-encodes the UTF-8 bytes a client would send (a lone surrogate goes as U+FFFD's bytes). */
 const pct = (value: string): string => [...Buffer.from(value, 'utf8')].map((b) => `%${b.toString(16).padStart(2, '0')}`).join('');
 
-function describeFuzz(name: string, open: () => Promise<{ t: TestApp; close(): Promise<void> }>): void {
+function describeFuzz(name: string, open: () => Promise<TestApp>): void {
   describe(`random Unicode on ${name}`, () => {
     let t: TestApp;
-    let close: () => Promise<void>;
     let alice: string;
     let token: string;
     let sessionId: string;
     const accepted = new Set<string>();
 
     beforeAll(async () => {
-      ({ t, close } = await open());
+      t = await open();
       alice = uniqueEmail('alice');
       token = await t.token(alice);
       sessionId = (await t.call('POST', '/api/chat/init', { token, body: { toEmail: uniqueEmail('bob'), intent: 'dating' } })).body.sessionId;
     });
     afterAll(async () => {
-      await close?.();
+      await t?.close();
     });
 
     it('never answers an HTTP request with a 500, and stores accepted content unchanged', async () => {
@@ -120,21 +119,8 @@ function describeFuzz(name: string, open: () => Promise<{ t: TestApp; close(): P
   });
 }
 
-describeFuzz('the embedded default', async () => {
-  const t = await startTestApp({ RATE_LIMIT_PER_MINUTE: '0' });
-  return { t, close: () => t.close() };
-});
+describeFuzz('the embedded default', () => startTestApp({ RATE_LIMIT_PER_MINUTE: '0' }));
 
 describe.skipIf(!infra.postgresUrl)('on PostgreSQL', () => {
-  describeFuzz('PostgreSQL', async () => {
-    const database: TestDatabase = await createTestDatabase(infra.postgresUrl!);
-    const t = await startTestApp({ DATABASE_URL: database.url, RATE_LIMIT_PER_MINUTE: '0' });
-    return {
-      t,
-      close: async () => {
-        await t.close();
-        await database.drop();
-      },
-    };
-  });
+  describeFuzz('PostgreSQL', () => startTestAppOnPostgres(infra.postgresUrl!, { RATE_LIMIT_PER_MINUTE: '0' }));
 });

@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { type App, type AppOptions, createApp } from '../../src/app.js';
 import { type Config, loadConfig } from '../../src/config/config.js';
 import { createLogger } from '../../src/observability/logger.js';
+import { createTestDatabase } from './test-database.js';
 
 export interface TestApp {
   app: App;
@@ -54,3 +55,21 @@ export const newId = (): string => randomUUID();
 
 /** A unique email per test, so tests sharing an app never see each other's sessions. */
 export const uniqueEmail = (name: string): string => `${name}.${randomUUID().slice(0, 8)}@example.com`;
+
+/** A test app on a database of its own on the PostgreSQL server at `adminUrl`; close() drops it too. */
+export async function startTestAppOnPostgres(adminUrl: string, env: Record<string, string> = {}): Promise<TestApp> {
+  const database = await createTestDatabase(adminUrl);
+  try {
+    const t = await startTestApp({ ...env, DATABASE_URL: database.url });
+    return {
+      ...t,
+      async close() {
+        await t.close();
+        await database.drop();
+      },
+    };
+  } catch (err) {
+    await database.drop();
+    throw err;
+  }
+}

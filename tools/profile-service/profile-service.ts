@@ -1,5 +1,5 @@
 /**
- * A reference implementation of the profile service's internal API (DESIGN.md §7), for local
+ * A reference implementation of the profile service's internal API (docs/architecture.md, "Profiles"), for local
  * clusters and as the real HTTP server that tests talk to:
  *
  *   GET /internal/chat-service/users/{email}/profile/{intent}  → 200 {id, email, displayName} | 404
