@@ -271,6 +271,18 @@ async function main(): Promise<void> {
     if (env.BENCH_DEBUG) {
       const metrics = await (await fetch(`${senderServer.url}/metrics`)).text();
       console.log(metrics.split('\n').filter((l) => /^chat_(outbox_publish_lag|outbox_published|messages_sent)/.test(l)).join('\n'));
+      // Warnings and errors of every instance, a few of each kind.
+      for (const [i, server] of servers.entries()) {
+        const seen = new Map<string, number>();
+        for (const line of server.output().split('\n')) {
+          const m = /"level":(\d+).*"msg":"([^"]*)"/.exec(line);
+          if (!m || Number(m[1]) < 40) continue;
+          const n = (seen.get(m[2]!) ?? 0) + 1;
+          seen.set(m[2]!, n);
+          if (n <= 3) console.log(`service#${i + 1}: ${line.slice(0, 400)}`);
+        }
+        for (const [msg, n] of seen) if (n > 3) console.log(`service#${i + 1}: "${msg}" ×${n}`);
+      }
     }
 
     senders.forEach((s) => (s.alice.close(), s.bob.close()));

@@ -110,6 +110,47 @@ export function describeEventBusContract(name: string, open: () => Promise<BusFi
       expect(inboxes[1].count(envelope)).toBe(1);
     });
 
+    it('publishBatch hands each instance exactly the events of its interested users, each once and in order', async () => {
+      const [alice, bob, carol, dave] = [newUser(), newUser(), newUser(), newUser()];
+      await buses[0].addInterest(alice);
+      await buses[0].addInterest(bob);
+      await buses[1].addInterest(carol);
+
+      const batch = [envelopeFor(alice, carol), envelopeFor(bob, dave), envelopeFor(dave), envelopeFor(carol), envelopeFor(bob, alice)];
+      await buses[2].publishBatch(batch);
+      await flush(buses[2], inboxes[0], alice);
+      await flush(buses[2], inboxes[1], carol);
+
+      const ids = (inbox: Inbox): string[] => inbox.received.map(idOf).filter((id) => batch.some((e) => idOf(e) === id));
+      expect(ids(inboxes[0])).toEqual([batch[0]!, batch[1]!, batch[4]!].map(idOf));
+      expect(ids(inboxes[1])).toEqual([batch[0]!, batch[3]!].map(idOf));
+      expect(ids(inboxes[2])).toEqual([]);
+      expect(inboxes[0].received.find((e) => idOf(e) === idOf(batch[1]!))).toEqual(batch[1]);
+    });
+
+    it('publishBatch deliveredHere skips the publishing instance only', async () => {
+      const [alice, bob] = [newUser(), newUser()];
+      await buses[0].addInterest(alice);
+      await buses[1].addInterest(bob);
+      const batch = [envelopeFor(alice, bob), envelopeFor(alice)];
+      await buses[0].publishBatch(batch, { deliveredHere: true });
+      await inboxes[1].toReceive(batch[0]!);
+      await flush(buses[1], inboxes[0], alice);
+      expect(inboxes[0].count(batch[0]!)).toBe(0);
+      expect(inboxes[0].count(batch[1]!)).toBe(0);
+      expect(inboxes[1].count(batch[0]!)).toBe(1);
+    });
+
+    it('publishBatch of many events to many users, more than one bus message holds, delivers every one', async () => {
+      const bob = newUser();
+      await buses[1].addInterest(bob);
+      // 1,200 other recipients: more routing keys than one message's headers may carry.
+      const batch = Array.from({ length: 1_200 }, () => envelopeFor(newUser(), bob));
+      await buses[0].publishBatch(batch);
+      await expect.poll(() => batch.every((e) => inboxes[1].count(e) === 1), { timeout: 10_000, interval: 10 }).toBe(true);
+      await buses[0].publishBatch([]);
+    });
+
     it('delivers once per publish when several recipients are interested on the same instance', async () => {
       const [alice, bob] = [newUser(), newUser()];
       await buses[0].addInterest(alice);

@@ -17,7 +17,7 @@
  * - Interest is reference-counted; at zero it lingers for `lingerMs` (default 0 here) before the
  *   user stops being routed to this bus, and a new `addInterest` during the linger cancels that.
  */
-import type { BusEnvelope, BusHandler, EventBus } from '../chat/ports.js';
+import type { BusEnvelope, BusHandler, EventBus, PublishBatchOptions } from '../chat/ports.js';
 import { silentBusLogger, type BusLogger } from './bus-logger.js';
 import { normaliseUserEmail } from './user-routing-key.js';
 
@@ -39,10 +39,10 @@ export class MemoryBroker {
     };
   }
 
-  /** `recipients` are normalised; `json` is the serialised envelope. */
-  route(recipients: readonly string[], json: string): void {
+  /** `recipients` are normalised; `json` is the serialised envelope; `except` is skipped. */
+  route(recipients: readonly string[], json: string, except?: BrokerMember): void {
     for (const member of this.members) {
-      if (recipients.some((user) => member.isInterestedIn(user))) member.deliver(json);
+      if (member !== except && recipients.some((user) => member.isInterestedIn(user))) member.deliver(json);
     }
   }
 }
@@ -68,6 +68,10 @@ export class MemoryEventBus implements EventBus {
   /** A user is routed here while present, including while lingering at refs 0. */
   private readonly interests = new Map<string, Interest>();
   private leave: (() => void) | undefined;
+  private readonly member: BrokerMember = {
+    isInterestedIn: (user) => this.interests.has(user),
+    deliver: (json) => setImmediate(() => this.dispatch(json)),
+  };
   private state: 'new' | 'started' | 'stopped' = 'new';
 
   constructor(options: MemoryEventBusOptions = {}) {
@@ -79,10 +83,7 @@ export class MemoryEventBus implements EventBus {
   start(): Promise<void> {
     if (this.state === 'stopped') return Promise.reject(new Error('MemoryEventBus: start after stop'));
     if (this.state === 'new') {
-      this.leave = this.broker.join({
-        isInterestedIn: (user) => this.interests.has(user),
-        deliver: (json) => setImmediate(() => this.dispatch(json)),
-      });
+      this.leave = this.broker.join(this.member);
       this.state = 'started';
     }
     return Promise.resolve();
@@ -107,6 +108,18 @@ export class MemoryEventBus implements EventBus {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     this.broker.route(envelope.recipients.map(normaliseUserEmail), json);
+    return Promise.resolve();
+  }
+
+  publishBatch(envelopes: readonly BusEnvelope[], options: PublishBatchOptions = {}): Promise<void> {
+    if (this.state !== 'started') return Promise.reject(new Error(`MemoryEventBus: publish while ${this.state}, call start() first`));
+    // Routed one by one: the broker stand-in costs nothing per message, and each bus is handed
+    // only the events of its interested users, as the port says.
+    try {
+      for (const envelope of envelopes) this.broker.route(envelope.recipients.map(normaliseUserEmail), JSON.stringify(envelope), options.deliveredHere ? this.member : undefined);
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
     return Promise.resolve();
   }
 

@@ -13,6 +13,11 @@
  *   header (https://www.rabbitmq.com/docs/sender-selected). A queue bound to several of those keys
  *   still gets one copy. It resolves on the publisher confirm and rejects on nack, channel error or
  *   `publishTimeoutMs`; a timed-out message may still arrive later, which at-least-once allows.
+ * - `publishBatch` sends up to MAX_BATCH_EVENTS envelopes as one message `{"batch":[…]}` whose
+ *   routing key and `CC` list are every recipient's: each interested instance gets the batch once,
+ *   and the broker's work (route, enqueue, confirm, deliver, ack) is paid per batch. The receiver
+ *   dispatches only the events of users it is interested in. A batch published `deliveredHere`
+ *   names this instance's queue in a header, and this instance acks its own copy unread.
  * - `addInterest` resolves only once the broker has confirmed the binding (queue.bind-ok), because a
  *   message routed before the binding exists is dropped, not queued. Concurrent calls for the same
  *   user share that one bind. If the binding cannot be confirmed within `bindTimeoutMs` it rejects
@@ -42,8 +47,9 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Connection, ConsumerStatus } from 'rabbitmq-client';
 import type { AsyncMessage, Consumer, Publisher } from 'rabbitmq-client';
-import type { BusEnvelope, BusHandler, EventBus } from '../chat/ports.js';
+import type { BusEnvelope, BusHandler, EventBus, PublishBatchOptions } from '../chat/ports.js';
 import { silentBusLogger, type BusLogger } from './bus-logger.js';
+import { asBusEnvelope } from '../chat/bus-envelope.js';
 import { decodeJsonBody, withTimeout } from './amqp-support.js';
 import { normaliseUserEmail, userRoutingKey } from './user-routing-key.js';
 
@@ -176,6 +182,39 @@ export class RabbitMqEventBus implements EventBus {
     await withTimeout(sent, this.publishTimeoutMs, () => new Error(`RabbitMQ did not confirm the publish within ${this.publishTimeoutMs} ms`));
   }
 
+  async publishBatch(envelopes: readonly BusEnvelope[], options: PublishBatchOptions = {}): Promise<void> {
+    if (this.stopping) throw new BusStoppedError('publishBatch');
+    const publisher = this.publisher;
+    if (!publisher) throw new Error('RabbitMqEventBus: publishBatch before start');
+    const sends: Array<Promise<void>> = [];
+    let keys = new Set<string>();
+    let parts: string[] = [];
+    let bytes = 0;
+    const flush = (): void => {
+      const [routingKey, ...cc] = keys;
+      if (routingKey !== undefined) {
+        const body = Buffer.from(`{"batch":[${parts.join(',')}]}`, 'utf8');
+        const headers = { ...(cc.length > 0 ? { CC: cc } : {}), ...(options.deliveredHere ? { [ORIGIN_HEADER]: this.queueName } : {}) };
+        // Not application/json, which rabbitmq-client would parse before the origin can be checked.
+        sends.push(publisher.send({ exchange: this.exchange, routingKey, contentType: BATCH_CONTENT_TYPE, headers }, body));
+      }
+      keys = new Set();
+      parts = [];
+      bytes = 0;
+    };
+    for (const envelope of envelopes) {
+      const json = JSON.stringify(envelope);
+      const full = parts.length >= MAX_BATCH_EVENTS || bytes + json.length > MAX_BATCH_BYTES || keys.size + envelope.recipients.length > MAX_BATCH_KEYS;
+      if (full && parts.length > 0) flush();
+      for (const user of envelope.recipients) keys.add(this.routingKey(user));
+      parts.push(json);
+      bytes += json.length;
+    }
+    flush();
+    const all = Promise.all(sends).then(() => undefined);
+    await withTimeout(all, this.publishTimeoutMs, () => new Error(`RabbitMQ did not confirm the publish within ${this.publishTimeoutMs} ms`));
+  }
+
   onEvent(handler: BusHandler): void {
     this.handlers.push(handler);
   }
@@ -260,6 +299,8 @@ export class RabbitMqEventBus implements EventBus {
       // Nagle's algorithm would hold a small frame (a publish, an ack) back until the previous one is
       // acknowledged by the peer, which delays it by the peer's delayed-ACK timer.
       noDelay: true,
+      // A batch's headers (its CC list) must fit one frame; larger frames also split bodies less.
+      frameMax: FRAME_MAX,
     });
     this.connection = connection;
     connection.on('error', (err: unknown) => {
@@ -360,7 +401,22 @@ export class RabbitMqEventBus implements EventBus {
   }
 
   private receive(msg: AsyncMessage): ConsumerStatus {
-    const envelope = parseEnvelope(msg.body);
+    // Our own batch of events this instance delivered right after the commit.
+    if (msg.headers?.[ORIGIN_HEADER] === this.queueName) return ConsumerStatus.ACK;
+    const value = decodeJsonBody(msg.body);
+    const batch = (value as { batch?: unknown } | undefined)?.batch;
+    if (Array.isArray(batch)) {
+      // A batch reaches every instance interested in any of its events: hand over only ours.
+      let malformed = 0;
+      for (const item of batch) {
+        const envelope = asBusEnvelope(item);
+        if (!envelope) malformed++;
+        else if (envelope.recipients.some((user) => this.interests.has(this.routingKey(user)))) this.dispatch(envelope);
+      }
+      if (malformed > 0) this.log.warn({ routingKey: msg.routingKey, malformed }, 'malformed events in a bus batch dropped');
+      return ConsumerStatus.ACK;
+    }
+    const envelope = asBusEnvelope(value);
     if (!envelope) {
       this.log.warn({ routingKey: msg.routingKey, exchange: msg.exchange, contentType: msg.contentType }, 'malformed bus message dropped');
       return ConsumerStatus.DROP;
@@ -456,12 +512,14 @@ export class RabbitMqEventBus implements EventBus {
   }
 }
 
-/** Accepts the body as rabbitmq-client hands it over: parsed for application/json, else raw. */
-function parseEnvelope(body: unknown): BusEnvelope | undefined {
-  const value = decodeJsonBody(body);
-  if (typeof value !== 'object' || value === null) return undefined;
-  const { recipients, event } = value as { recipients?: unknown; event?: unknown };
-  if (!Array.isArray(recipients) || !recipients.every((r) => typeof r === 'string')) return undefined;
-  if (typeof event !== 'object' || event === null || typeof (event as { type?: unknown }).type !== 'string') return undefined;
-  return value as BusEnvelope;
-}
+const BATCH_CONTENT_TYPE = 'application/vnd.chat.event-batch+json';
+/** Names the instance queue of a publisher that delivered the batch's events itself. */
+const ORIGIN_HEADER = 'x-chat-delivered-at';
+
+/** A batch's events per bus message at most; and its size, in UTF-16 units of the JSON. */
+const MAX_BATCH_EVENTS = 500;
+const MAX_BATCH_BYTES = 512 * 1024;
+/** Routing keys in one batch's CC header: 1,000 × 38 bytes stays well inside FRAME_MAX. */
+const MAX_BATCH_KEYS = 1_000;
+/** RabbitMQ's own default frame_max (the library asks for 8 KiB). */
+const FRAME_MAX = 131_072;

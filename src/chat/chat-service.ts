@@ -90,16 +90,14 @@ export class ChatService {
   async sendMessage(caller: Caller, input: SendMessageInput): Promise<{ message: ChatMessageView; created: boolean }> {
     const { session, sessionId, clientMessageId, content } = await this.validateSend(caller, input);
     const { me, peer } = sides(session, caller.email);
-    let envelope: BusEnvelope | undefined;
     const { message, created } = await this.deps.store.appendMessage({
       sessionId,
       senderProfileId: me.profileId,
       content,
       clientMessageId,
       sentAt: this.deps.clock.now(),
-      toEvent: (stored) => (envelope = messageEnvelope(session, me, peer, stored)),
+      toEvent: (stored) => messageEnvelope(session, me, peer, stored),
     });
-    if (created && envelope) this.deliverHereIfBusDown(envelope);
     return { message: messageView(session, message), created };
   }
 
@@ -194,9 +192,7 @@ export class ChatService {
     const upToSeq = requireSeq('upToSeq', upToSeqInput);
     const session = await this.participantSession(caller, sessionId);
     const { me, peer } = sides(session, caller.email);
-    let envelope: BusEnvelope | undefined;
-    const update = await this.deps.store.markSeen(sessionId, me.profileId, upToSeq, (u) => (envelope = receiptEnvelope(session, me, peer, 'seen', u.messages)));
-    if (envelope && update.messages.length > 0) this.deliverHereIfBusDown(envelope);
+    const update = await this.deps.store.markSeen(sessionId, me.profileId, upToSeq, (u) => receiptEnvelope(session, me, peer, 'seen', u.messages));
     return { sessionId, upToSeq, updated: update.messages.length };
   }
 
@@ -206,9 +202,7 @@ export class ChatService {
     const ids = messageIds.map((id) => requireUuid('messageId', id));
     const session = await this.participantSession(caller, sessionId);
     const { me, peer } = sides(session, caller.email);
-    let envelope: BusEnvelope | undefined;
-    const update = await this.deps.store.markDelivered(sessionId, me.profileId, ids, (u) => (envelope = receiptEnvelope(session, me, peer, 'delivered', u.messages)));
-    if (envelope && update.messages.length > 0) this.deliverHereIfBusDown(envelope);
+    const update = await this.deps.store.markDelivered(sessionId, me.profileId, ids, (u) => receiptEnvelope(session, me, peer, 'delivered', u.messages));
     return update.messages.length;
   }
 
@@ -233,15 +227,6 @@ export class ChatService {
       // Ephemeral: without the broker, the participants connected here still see it.
       this.deps.bus.deliverLocally(envelope);
     }
-  }
-
-  /**
-   * The outbox relay publishes only while the bus is up. Without the broker, the users connected to
-   * this instance still get what was just written here, live; everyone gets it from the outbox once
-   * the broker is back (a second copy here, which clients drop by seq).
-   */
-  private deliverHereIfBusDown(envelope: BusEnvelope): void {
-    if (!this.deps.bus.isHealthy()) this.deps.bus.deliverLocally(envelope);
   }
 
   async listSessions(caller: Caller, limit = MAX_PAGE): Promise<SessionListItem[]> {

@@ -35,6 +35,11 @@ export interface BusEnvelope {
   readonly event: ChatEvent;
 }
 
+export interface PublishBatchOptions {
+  /** The events were delivered on this instance already: skip it. */
+  readonly deliveredHere?: boolean;
+}
+
 /** Receives bus deliveries on this instance. Must not throw; errors are its own to log. */
 export type BusHandler = (envelope: BusEnvelope) => void;
 
@@ -44,6 +49,13 @@ export type BusHandler = (envelope: BusEnvelope) => void;
  * - `publish` resolves only once the bus has accepted the event durably enough to deliver it to
  *   every instance that is interested at that moment (RabbitMQ: publisher confirm). It rejects
  *   when the bus cannot take it; the caller (the outbox relay) retries.
+ * - `publishBatch` is `publish` for several events at once, carried as few bus messages as the
+ *   implementation can (RabbitMQ: one message per chunk, routed once to each interested instance),
+ *   so the broker's cost is per batch, not per event. It resolves when every event is accepted; on
+ *   rejection any of them may still arrive, and the caller retries them all (at-least-once). Each
+ *   receiving instance is handed only the events one of its interested users is a recipient of.
+ *   With `deliveredHere`, the caller has already handed the events to this instance's handlers
+ *   (`deliverLocally`, right after the commit): the publishing instance does not get them again.
  * - An instance receives an event iff at least one of its recipients is in its interest set
  *   (`addInterest` called more often than `removeInterest` for that user) when the event is
  *   routed. Interest is reference-counted; implementations may keep a binding for a linger period
@@ -64,6 +76,7 @@ export interface EventBus {
   start(): Promise<void>;
   stop(): Promise<void>;
   publish(envelope: BusEnvelope): Promise<void>;
+  publishBatch(envelopes: readonly BusEnvelope[], options?: PublishBatchOptions): Promise<void>;
   deliverLocally(envelope: BusEnvelope): void;
   onEvent(handler: BusHandler): void;
   addInterest(userEmail: string): Promise<void>;

@@ -97,6 +97,11 @@ class ScriptedBus implements EventBus {
       this.log.end(key);
     }
   }
+  async publishBatch(envelopes: readonly BusEnvelope[]): Promise<void> {
+    // As one broker message: all or nothing, from the relay's side. Local delivery is not what
+    // these tests look at, so every instance gets its own events through the bus as well.
+    await Promise.all(envelopes.map((envelope) => this.publish(envelope)));
+  }
   deliverLocally(envelope: BusEnvelope): void {
     this.inner.deliverLocally(envelope);
   }
@@ -408,7 +413,8 @@ function describeOutboxRelay(name: string, open: () => Promise<DbFixture>): void
       expect(dead.retry_count).toBe(10);
       expect(dead.processed).toBe(false);
       expect(dead.last_error).toMatch(/TypeError/);
-      expect(bus.log.attemptsOf(poisonKey)).toHaveLength(10);
+      // Refused before the bus on each of the 10 tries, so it never fails the batch it would travel in.
+      expect(bus.log.attemptsOf(poisonKey)).toHaveLength(0);
       for (const key of good) expect(bus.log.publishCount(key)).toBe(1);
       expect(await counter(metrics.outboxDeadTotal)).toBe(1);
       expect(await counter(metrics.outboxFailed)).toBe(10);
@@ -420,7 +426,7 @@ function describeOutboxRelay(name: string, open: () => Promise<DbFixture>): void
       relay.wake();
       await expect.poll(() => later.every((k) => bus.log.publishCount(k) === 1)).toBe(true);
       await expect.poll(() => outboxCounts(db)).toEqual({ pending: 0, dead: 1 });
-      expect(bus.log.attemptsOf(poisonKey)).toHaveLength(10);
+      expect(bus.log.attemptsOf(poisonKey)).toHaveLength(0);
     });
 
     it('leaves the rows of a relay that died mid-batch to another relay after the lease', async () => {
@@ -740,7 +746,7 @@ describe.skipIf(!infra.postgresUrl)('on PostgreSQL', () => {
       const busA = new ScriptedBus(new MemoryEventBus(), log, 'A');
       const busB = new ScriptedBus(new MemoryEventBus(), log, 'B');
       await Promise.all([busA.start(), busB.start()]);
-      const options = { batchSize: 50, leaseMs: 120_000, publishConcurrency: 8, pollIntervalMs: 60_000, publishTimeoutMs: 60_000 };
+      const options = { batchSize: 50, leaseMs: 120_000, publishBatchSize: 8, pollIntervalMs: 60_000, publishTimeoutMs: 60_000 };
       const relayA = new OutboxRelay({ db: fx.db, bus: busA, metrics: new Metrics({ defaultMetrics: false }), logger: silent, options });
       const relayB = new OutboxRelay({ db: fx.other, bus: busB, metrics: new Metrics({ defaultMetrics: false }), logger: silent, options });
       try {

@@ -39,7 +39,8 @@
  * transaction held across a publish; a poison row blocking the rows behind it.
  */
 import type { Logger } from 'pino';
-import { systemClock, type BusEnvelope, type Clock, type EventBus } from '../chat/ports.js';
+import { asBusEnvelope } from '../chat/bus-envelope.js';
+import { systemClock, type BusEnvelope, type Clock, type EventBus, type PublishBatchOptions } from '../chat/ports.js';
 import type { Metrics } from '../observability/metrics.js';
 import { OUTBOX_CHANNEL, type WrittenOutbox } from '../store/postgres/postgres-message-store.js';
 import type { Queryable, SqlDatabase } from '../store/postgres/sql-database.js';
@@ -61,8 +62,8 @@ export interface OutboxRelayOptions {
   pruneIntervalMs: number;
   /** Rows deleted per prune statement. Default 1000. */
   pruneBatchSize: number;
-  /** Publishes in flight at once. Default 64. */
-  publishConcurrency: number;
+  /** Events per bus batch (one broker message each); a batch that fails fails all its rows. Default 250. */
+  publishBatchSize: number;
   /** A publish not confirmed within this counts as failed (it may still land: at-least-once). 0 = none. Default 10 s. */
   publishTimeoutMs: number;
   /** Ceiling of the backoff after database errors (doubling from pollIntervalMs). Default 10 s. */
@@ -100,7 +101,7 @@ export const DEFAULT_OUTBOX_RELAY_OPTIONS: Readonly<OutboxRelayOptions> = Object
   pruneAfterMs: 60_000,
   pruneIntervalMs: 10_000,
   pruneBatchSize: 1000,
-  publishConcurrency: 64,
+  publishBatchSize: 250,
   publishTimeoutMs: 10_000,
   errorBackoffMaxMs: 10_000,
   remoteWakeDelayMs: 100,
@@ -151,9 +152,9 @@ UPDATE chat_message_outbox AS o
        next_retry_at = now() + f.delay_ms * interval '1 millisecond',
        last_error = f.error,
        dead = o.retry_count + f.counted >= $4
-  FROM unnest($1::bigint[], $2::int[], $3::double precision[], $5::text[]) AS f(id, counted, delay_ms, error)
+  FROM unnest($1::bigint[], $2::int[], $3::double precision[], $5::text[], $6::bigint[]) AS f(id, counted, delay_ms, error, lease)
  WHERE o.id = f.id AND NOT o.processed AND NOT o.dead
-   AND (extract(epoch FROM o.next_retry_at) * 1000000)::bigint = $6::bigint
+   AND (extract(epoch FROM o.next_retry_at) * 1000000)::bigint = f.lease
 RETURNING o.id, o.retry_count, o.dead`;
 
 /** Leased to this instance at insert, never published by it: due now for any relay. */
@@ -187,18 +188,14 @@ interface ClaimedRow {
   payload: BusEnvelope;
   createdAt: Date;
   retryCount: number;
-}
-
-interface Claim {
+  /** The claim (or the commit that wrote the row leased) this relay holds the row by. */
   lease: string;
-  rows: ClaimedRow[];
 }
 
 type Attempt = { row: ClaimedRow; ok: true } | { row: ClaimedRow; ok: false; error: unknown };
 
 /** The outcome of a batch, kept until the database has recorded it. */
 interface PendingMark {
-  lease: string;
   published: string[];
   failed: Array<{ row: ClaimedRow; counted: boolean; delayMs: number; error: string }>;
 }
@@ -290,14 +287,18 @@ export class OutboxRelay {
   }
 
   /**
-   * Takes over the rows a local commit wrote leased to this instance, and publishes them without
-   * claiming them. Beyond MAX_ADOPTED_ROWS waiting (the bus away for long), rows are left to be
-   * claimed when their lease ends, so a long outage costs bounded memory.
+   * Takes over the rows a local commit wrote leased to this instance: delivers their events to this
+   * instance's connections at once (no broker round trip for the users connected here, and no wait
+   * while the broker is away), then publishes them for the other instances without claiming them.
+   * Beyond MAX_ADOPTED_ROWS waiting (the bus away for long), rows are left to be claimed when their
+   * lease ends, so a long outage costs bounded memory; this instance then sees them twice, and
+   * clients drop the second copy by seq.
    */
   adopt(written: WrittenOutbox): void {
     if (this.state !== 'running') return;
     if (!written.leased) return this.wake();
     if (written.rows.length === 0) return;
+    for (const row of written.rows) this.bus.deliverLocally(row.payload);
     if (this.adoptedRows + written.rows.length <= MAX_ADOPTED_ROWS) {
       this.adopted.push(written);
       this.adoptedRows += written.rows.length;
@@ -482,12 +483,16 @@ export class OutboxRelay {
     }
     this.busDown = false;
 
-    const written = this.adopted.shift();
-    if (written) {
+    // Every commit handed over since the last cycle, up to a batch: one publish and one mark for all.
+    const rows: ClaimedRow[] = [];
+    while (this.adopted.length > 0 && rows.length < this.opts.batchSize) {
+      const written = this.adopted.shift()!;
       this.adoptedRows -= written.rows.length;
-      const rows = written.rows.map((r) => ({ ...r, retryCount: 0 }));
-      const attempts = await this.publishAll(rows);
-      this.pendingMark = this.toMark(written.lease, attempts);
+      for (const r of written.rows) rows.push({ ...r, retryCount: 0, lease: written.lease });
+    }
+    const written = rows.length > 0;
+    if (written) {
+      this.pendingMark = this.toMark(await this.publishAll(rows, { deliveredHere: true }));
       await this.flushMark();
     }
     const more = this.adopted.length > 0;
@@ -498,51 +503,65 @@ export class OutboxRelay {
     this.claimDue = false;
     this.lastClaimAt = now;
     const claim = await this.claim();
-    if (claim.rows.length === 0) return more ? 'full' : written ? 'partial' : 'idle';
-    const attempts = await this.publishAll(claim.rows);
-    this.pendingMark = this.toMark(claim.lease, attempts);
+    if (claim.length === 0) return more ? 'full' : written ? 'partial' : 'idle';
+    this.pendingMark = this.toMark(await this.publishAll(claim));
     await this.flushMark();
-    if (claim.rows.length >= this.opts.batchSize) this.claimDue = true;
-    return claim.rows.length >= this.opts.batchSize || more ? 'full' : 'partial';
+    if (claim.length >= this.opts.batchSize) this.claimDue = true;
+    return claim.length >= this.opts.batchSize || more ? 'full' : 'partial';
   }
 
-  private async claim(): Promise<Claim> {
+  private async claim(): Promise<ClaimedRow[]> {
     const rows = await this.db.query<{ id: string | number; payload: BusEnvelope; created_at: Date; retry_count: number; lease: string }>(CLAIM_SQL, [
       this.opts.batchSize,
       this.opts.leaseMs,
     ]);
-    const claimed = rows
-      .map((r) => ({ id: String(r.id), payload: r.payload, createdAt: r.created_at, retryCount: Number(r.retry_count) }))
+    return rows
+      .map((r) => ({ id: String(r.id), payload: r.payload, createdAt: r.created_at, retryCount: Number(r.retry_count), lease: r.lease }))
       .sort((a, b) => compareIds(a.id, b.id));
-    return { lease: rows[0]?.lease ?? '0', rows: claimed };
   }
 
-  /** Publishes in id order, at most publishConcurrency at once; never rejects. */
-  private async publishAll(rows: ClaimedRow[]): Promise<Attempt[]> {
-    const attempts: Attempt[] = new Array<Attempt>(rows.length);
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      while (next < rows.length) {
-        const i = next++;
-        const row = rows[i]!;
-        try {
-          await this.publishOne(row.payload);
-          attempts[i] = { row, ok: true };
+  /**
+   * Publishes in id order, `publishBatchSize` events per bus batch, the batches at once; never
+   * rejects. A row whose payload is not an envelope fails alone, before the batch is sent.
+   */
+  private async publishAll(rows: ClaimedRow[], options: PublishBatchOptions = {}): Promise<Attempt[]> {
+    const attempts: Attempt[] = [];
+    const chunks: ClaimedRow[][] = [];
+    for (const row of rows) {
+      if (!asBusEnvelope(row.payload)) {
+        attempts.push({ row, ok: false, error: new TypeError('outbox payload is not a bus envelope') });
+        this.metrics.outboxFailed.inc();
+        continue;
+      }
+      const last = chunks.at(-1);
+      if (last && last.length < this.opts.publishBatchSize) last.push(row);
+      else chunks.push([row]);
+    }
+    const outcomes = await Promise.allSettled(chunks.map((chunk) => this.publishChunk(chunk.map((row) => row.payload), options)));
+    const now = this.clock.now().getTime();
+    chunks.forEach((chunk, i) => {
+      const outcome = outcomes[i]!;
+      for (const row of chunk) {
+        if (outcome.status === 'fulfilled') {
+          attempts.push({ row, ok: true });
           this.metrics.outboxPublished.inc();
-          this.metrics.outboxLag.observe(Math.max(0, this.clock.now().getTime() - row.createdAt.getTime()) / 1000);
-        } catch (error) {
-          attempts[i] = { row, ok: false, error };
+          this.metrics.outboxLag.observe(Math.max(0, now - row.createdAt.getTime()) / 1000);
+        } else {
+          attempts.push({ row, ok: false, error: outcome.reason });
           this.metrics.outboxFailed.inc();
         }
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(this.opts.publishConcurrency, rows.length) }, worker));
+    });
     return attempts;
   }
 
-  private publishOne(envelope: BusEnvelope): Promise<void> {
-    // Called inside an async worker's try, so a synchronous throw is a failed attempt too.
-    const published = this.bus.publish(envelope);
+  private publishChunk(envelopes: BusEnvelope[], options: PublishBatchOptions): Promise<void> {
+    let published: Promise<void>;
+    try {
+      published = this.bus.publishBatch(envelopes, options);
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
     const ms = this.opts.publishTimeoutMs;
     if (ms <= 0) return published;
     return new Promise<void>((resolve, reject) => {
@@ -561,10 +580,10 @@ export class OutboxRelay {
     });
   }
 
-  private toMark(lease: string, attempts: Attempt[]): PendingMark {
+  private toMark(attempts: Attempt[]): PendingMark {
     // A failure seen while the bus says it is down is the outage, not the row: no retry counted.
     const counted = this.bus.isHealthy();
-    const mark: PendingMark = { lease, published: [], failed: [] };
+    const mark: PendingMark = { published: [], failed: [] };
     let logged = 0;
     for (const attempt of attempts) {
       if (attempt.ok) {
@@ -607,7 +626,7 @@ export class OutboxRelay {
             mark.failed.map((f) => f.delayMs),
             this.opts.maxRetries,
             mark.failed.map((f) => f.error),
-            mark.lease,
+            mark.failed.map((f) => f.row.lease),
           ])
         : Promise.resolve([]),
     ]);
@@ -666,7 +685,7 @@ export class OutboxRelay {
 }
 
 function validate(o: OutboxRelayOptions): void {
-  const positive = ['batchSize', 'leaseMs', 'pollIntervalMs', 'maxRetries', 'pruneIntervalMs', 'pruneBatchSize', 'publishConcurrency', 'errorBackoffMaxMs'] as const;
+  const positive = ['batchSize', 'leaseMs', 'pollIntervalMs', 'maxRetries', 'pruneIntervalMs', 'pruneBatchSize', 'publishBatchSize', 'errorBackoffMaxMs'] as const;
   for (const key of positive) {
     if (!Number.isFinite(o[key]) || o[key] <= 0) throw new RangeError(`OutboxRelay: ${key} must be a positive number, got ${o[key]}`);
   }

@@ -50,6 +50,12 @@ async function main(): Promise<void> {
           await bus.publish(envelope);
           if (envelope.event.type === 'message') tick({ messageId: envelope.event.message.messageId, clientMessageId: envelope.event.message.clientMessageId });
         },
+        publishBatch: async (envelopes, batchOptions) => {
+          await bus.publishBatch(envelopes, batchOptions);
+          for (const envelope of envelopes) {
+            if (envelope.event.type === 'message') tick({ messageId: envelope.event.message.messageId, clientMessageId: envelope.event.message.clientMessageId });
+          }
+        },
       }),
     };
   } else if (fault?.[1] === 'store-after-commits') {
