@@ -15,6 +15,7 @@ import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
+import { CLOCK_TICKS_PER_SECOND, readProcStat } from './proc-cpu.js';
 import { startServiceProcess, type ServiceProcess } from '../test/support/service-process.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/test-database.js';
 import { header } from '../src/realtime/stomp/stomp-frame.js';
@@ -28,7 +29,10 @@ const env = process.env;
 const PAIRS = Number(env.BENCH_PAIRS ?? 200);
 const SECONDS = Number(env.BENCH_SECONDS ?? 15);
 const WINDOW = Number(env.BENCH_WINDOW ?? 8);
-const IDLE = Number(env.BENCH_IDLE ?? 2000);
+const REQUESTED_IDLE = Number(env.BENCH_IDLE ?? 2000);
+// Each idle connection holds a file descriptor here and in the service (same limit, inherited).
+const IDLE = Math.max(0, Math.min(REQUESTED_IDLE, openFileLimit() - 2 * PAIRS - 500));
+const IDLE_HEARTBEAT_MS = Number(env.BENCH_IDLE_HEARTBEAT_MS ?? 10_000);
 const PG_URL = env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const AMQP_URL = env.BENCH_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -44,6 +48,19 @@ const reachable = (port: number) =>
 
 function percentile(sorted: number[], q: number): number {
   return sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+/** The i-th client source address: 127.1.0.1, 127.1.0.2, …, 250 per /24, so 12,750 per /16. */
+function spreadAddress(i: number): string {
+  const host = (i % 250) + 1;
+  const net = Math.floor(i / 250);
+  return `127.${1 + Math.floor(net / 256)}.${net % 256}.${host}`;
+}
+
+/** Open files this process may hold: each idle connection costs one here and one in the service. */
+function openFileLimit(): number {
+  const line = fs.readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+  return Number(line?.split(/\s+/)[3] ?? Number.POSITIVE_INFINITY);
 }
 
 function rssOf(pid: number): number {
@@ -111,18 +128,28 @@ async function main(): Promise<void> {
     console.log(`\nchat-service benchmark — ${os.cpus().length} cores (${os.cpus()[0]?.model.trim()}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`);
     console.log(`store: ${usePostgres ? 'PostgreSQL' : 'PGlite'}, bus: ${useRabbit ? 'RabbitMQ' : 'in-process'}, instances: ${instances}, pairs: ${PAIRS}, window: ${WINDOW}/sender, ${SECONDS}s per phase\n`);
 
+    if (IDLE < REQUESTED_IDLE) console.log(`BENCH_IDLE=${REQUESTED_IDLE} is more than this machine's open-file limit (${openFileLimit()}) allows: measuring ${IDLE} idle connections\n`);
     // Memory per idle connection, first, while the heap is still small and quiet.
+    // Client source addresses spread over 127.0.0.0/8 (one address has ~28,000 ephemeral ports), and
+    // heart-beats agreed both ways at IDLE_HEARTBEAT_MS, so the figure includes their timers.
     const rssBefore = rssOf(receiverServer.child.pid!);
     const idleToken = await sign('idle@bench.example');
     const idle: LoadClient[] = [];
-    for (let i = 0; i < IDLE; i += 100) {
-      idle.push(...(await Promise.all(Array.from({ length: Math.min(100, IDLE - i) }, async () => {
-        const c = await LoadClient.connect(wsUrl(receiverServer), idleToken);
+    const idleStarted = performance.now();
+    for (let i = 0; i < IDLE; i += 200) {
+      idle.push(...(await Promise.all(Array.from({ length: Math.min(200, IDLE - i) }, async (_, j) => {
+        const c = await LoadClient.connect(wsUrl(receiverServer), idleToken, { localAddress: spreadAddress(i + j), heartbeatMs: IDLE_HEARTBEAT_MS });
         await c.subscribe('/user/queue/messages', () => undefined);
         return c;
       }))));
     }
-    await new Promise((r) => setTimeout(r, 2000));
+    const idleConnectSeconds = (performance.now() - idleStarted) / 1000;
+    // A heart-beat period and a little more, so every connection's timers have run at least once.
+    await new Promise((r) => setTimeout(r, IDLE > 0 ? IDLE_HEARTBEAT_MS + 2000 : 0));
+    const idleCpuStart = readProcStat(receiverServer.child.pid!);
+    const idleSampleMs = IDLE > 0 ? 5000 : 0;
+    await new Promise((r) => setTimeout(r, idleSampleMs));
+    const idleCpuEnd = readProcStat(receiverServer.child.pid!);
     const rssAfter = rssOf(receiverServer.child.pid!);
     idle.forEach((c) => c.close());
 
@@ -299,7 +326,10 @@ async function main(): Promise<void> {
     }
     console.log(`| open loop at ${rate} msg/s (sent ${fmt(fixed.sent, 0)}/s) | send→deliver p50 ${fmt(percentile(fixed.deliver, 0.5))} ms, p95 ${fmt(percentile(fixed.deliver, 0.95))} ms, p99 ${fmt(percentile(fixed.deliver, 0.99))} ms; undelivered at end: ${fixed.lost} |`);
     console.log(`| open loop at ${rate} msg/s: cpu µs/msg delivered | ${cpu2} |`);
-    console.log(`| ${IDLE} idle STOMP connections | ${fmt((rssAfter - rssBefore) / IDLE / 1024, 1)} KiB RSS per connection (${fmt(rssBefore / 2 ** 20, 0)} → ${fmt(rssAfter / 2 ** 20, 0)} MiB) |`);
+    const idleCpu = idleCpuStart && idleCpuEnd && IDLE > 0 ? ((idleCpuEnd.cpuTicks - idleCpuStart.cpuTicks) / CLOCK_TICKS_PER_SECOND / (idleSampleMs / 1000)) * 100 : undefined;
+    console.log(
+      `| ${IDLE} idle STOMP connections (heart-beats ${IDLE_HEARTBEAT_MS / 1000} s both ways, source addresses spread over 127.0.0.0/8) | ${fmt((rssAfter - rssBefore) / IDLE / 1024, 1)} KiB RSS per connection (${fmt(rssBefore / 2 ** 20, 0)} → ${fmt(rssAfter / 2 ** 20, 0)} MiB); connected in ${fmt(idleConnectSeconds, 1)} s; the instance idles at ${idleCpu === undefined ? '-' : fmt(idleCpu, 1)} % of a core |`,
+    );
     for (const note of cpu.notes) console.log(`(cpu: ${note})`);
   } finally {
     await cpu?.close().catch(() => undefined);

@@ -29,8 +29,15 @@ export class LoadClient {
     });
   }
 
-  static async connect(wsUrl: string, token: string): Promise<LoadClient> {
-    const ws = new WebSocket(wsUrl, ['v12.stomp'], { perMessageDeflate: false });
+  private heartbeat: NodeJS.Timeout | undefined;
+
+  /**
+   * `localAddress` picks the source address (anything in 127.0.0.0/8 on loopback), so more
+   * connections than one address has ephemeral ports can be opened. With `heartbeatMs`, both sides
+   * agree to beat at that period and this client sends its beats.
+   */
+  static async connect(wsUrl: string, token: string, options: { localAddress?: string; heartbeatMs?: number } = {}): Promise<LoadClient> {
+    const ws = new WebSocket(wsUrl, ['v12.stomp'], { perMessageDeflate: false, ...(options.localAddress ? { localAddress: options.localAddress } : {}) });
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());
       ws.once('error', reject);
@@ -45,8 +52,17 @@ export class LoadClient {
       };
       ws.on('message', onMessage);
     });
-    ws.send(encodeFrame({ command: 'CONNECT', headers: [['accept-version', '1.2'], ['host', 'chat'], ['heart-beat', '0,0'], ['Authorization', `Bearer ${token}`]], body: Buffer.alloc(0) }));
+    const beat = options.heartbeatMs ?? 0;
+    ws.send(encodeFrame({ command: 'CONNECT', headers: [['accept-version', '1.2'], ['host', 'chat'], ['heart-beat', `${beat},${beat}`], ['Authorization', `Bearer ${token}`]], body: Buffer.alloc(0) }));
     await connected;
+    if (beat > 0) {
+      // Spread over the period, so thousands of clients do not beat in the same millisecond.
+      const first = setTimeout(() => {
+        ws.send('\n');
+        client.heartbeat = setInterval(() => ws.send('\n'), beat);
+      }, Math.random() * beat);
+      client.heartbeat = first;
+    }
     return client;
   }
 
@@ -65,6 +81,8 @@ export class LoadClient {
   }
 
   close(): void {
+    clearTimeout(this.heartbeat);
+    clearInterval(this.heartbeat);
     this.ws.close();
   }
 }
