@@ -28,6 +28,7 @@ import { SendPath, type SendUseCases } from './chat/send-path.js';
 import { RealtimeGateway } from './realtime/realtime-gateway.js';
 import { UserRateLimiter } from './limits/user-rate-limiter.js';
 import { RealtimeEndpoints } from './realtime/realtime-endpoints.js';
+import { buildManagementServer, type ReadinessChecks } from './http/operations.js';
 import { compileTrustProxy } from './realtime/client-address.js';
 import type { StompConnectionOptions } from './realtime/stomp/stomp-connection.js';
 import { DEFAULT_OUTBOX_RELAY_OPTIONS, OutboxRelay, type OutboxRelayOptions, outboxCounts } from './outbox/outbox-relay.js';
@@ -37,6 +38,8 @@ export interface App {
   readonly http: FastifyInstance;
   /** Base URL once listening, e.g. http://127.0.0.1:8080. */
   readonly url: string;
+  /** Base URL of the MANAGEMENT_PORT listener (probes, metrics); undefined when they share `url`. */
+  readonly managementUrl: string | undefined;
   /** The embedded default's token issuer; absent with production auth. */
   readonly devIssuer: DevTokenIssuer | undefined;
   stop(): Promise<void>;
@@ -218,6 +221,14 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
       },
     });
 
+    const readiness = async (): Promise<ReadinessChecks> => ({
+      database: await db.ping().then(
+        () => 'up' as const,
+        () => 'down' as const,
+      ),
+      bus: bus.isHealthy() ? 'up' : 'down',
+      sendQueue: sendQueue.isHealthy() ? 'up' : 'down',
+    });
     const http = buildHttpServer({
       chat,
       sends,
@@ -230,14 +241,8 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
       allowedOrigins: config.allowedOrigins,
       trustProxy,
       interceptRequest: (req, res) => realtime.handleRequest(req, res),
-      readiness: async () => ({
-        database: await db.ping().then(
-          () => 'up' as const,
-          () => 'down' as const,
-        ),
-        bus: bus.isHealthy() ? 'up' : 'down',
-        sendQueue: sendQueue.isHealthy() ? 'up' : 'down',
-      }),
+      readiness,
+      serveOperations: config.managementPort === undefined,
     });
     http.server.on('upgrade', (req, socket, head) => realtime.handleUpgrade(req, socket, head));
     stack.push({ name: 'http', stop: () => http.close() });
@@ -247,6 +252,13 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     const address = http.server.address() as AddressInfo;
     const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
     const url = `http://${host}:${address.port}`;
+    let managementUrl: string | undefined;
+    if (config.managementPort !== undefined) {
+      const management = buildManagementServer({ metrics, readiness, logger });
+      stack.push({ name: 'management', stop: () => management.close() });
+      await management.listen({ port: config.managementPort, host: config.host });
+      managementUrl = `http://${host}:${(management.server.address() as AddressInfo).port}`;
+    }
 
     logger.info(
       {
@@ -256,6 +268,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
         profiles: config.profiles.kind,
         auth: config.auth.kind,
         instanceId: config.instanceId,
+        ...(managementUrl ? { managementUrl } : {}),
       },
       'chat-service started',
     );
@@ -267,7 +280,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
           : 'dev token issuer is enabled and HOST is reachable from other machines: anyone who reaches it can mint a token for any user',
       );
     }
-    return { config, http, url, devIssuer, stop: stopAll };
+    return { config, http, url, managementUrl, devIssuer, stop: stopAll };
   } catch (err) {
     await stopAll();
     throw err;

@@ -28,7 +28,7 @@ async function main(): Promise<void> {
     const force = setTimeout(() => {
       logger.error('shutdown took too long, exiting');
       process.exit(1);
-    }, 15_000);
+    }, config.shutdownTimeoutMs);
     force.unref();
     app.stop().then(
       () => process.exit(0),

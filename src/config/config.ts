@@ -34,6 +34,12 @@ export interface Config {
   /** Real-time connections not yet authenticated, per instance and per client address. */
   readonly maxPendingConnections: number;
   readonly maxPendingConnectionsPerAddress: number;
+  /** A separate port for probes and metrics (never exposed by the ingress); undefined = the public port. */
+  readonly managementPort: number | undefined;
+  /** Readiness fails while the oldest unpublished outbox row is older than this. */
+  readonly readyMaxOutboxLagMs: number;
+  /** How long a SIGTERM drain may take before the process exits anyway. */
+  readonly shutdownTimeoutMs: number;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly instanceId: string;
 }
@@ -202,6 +208,9 @@ export function loadConfig(env: Env = process.env): Config {
     trustProxy: trustProxyVar(env, 'TRUST_PROXY'),
     maxPendingConnections: intVar(env, 'MAX_PENDING_CONNECTIONS', 1000, 1, 1_000_000),
     maxPendingConnectionsPerAddress: intVar(env, 'MAX_PENDING_CONNECTIONS_PER_ADDRESS', 100, 1, 1_000_000),
+    managementPort: env.MANAGEMENT_PORT ? intVar(env, 'MANAGEMENT_PORT', 0, 0, 65535) : undefined,
+    readyMaxOutboxLagMs: intVar(env, 'READY_MAX_OUTBOX_LAG_MS', 30_000, 1, 24 * 3600_000),
+    shutdownTimeoutMs: intVar(env, 'SHUTDOWN_TIMEOUT_MS', 20_000, 1, 3600_000),
     logLevel: logLevel as Config['logLevel'],
     instanceId: stringVar(env, 'INSTANCE_ID') ?? `${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
   };
@@ -224,4 +233,5 @@ export const CONFIG_VARIABLES = [
   'SEND_QUEUE', 'RATE_LIMIT_PER_MINUTE', 'STOMP_FRAMES_PER_SECOND', 'STOMP_FRAME_BURST', 'MAX_CONNECTIONS_PER_USER',
   'STOMP_IDLE_TIMEOUT_MS', 'JWT_MAX_AGE',
   'TRUST_PROXY', 'MAX_PENDING_CONNECTIONS', 'MAX_PENDING_CONNECTIONS_PER_ADDRESS',
+  'MANAGEMENT_PORT', 'READY_MAX_OUTBOX_LAG_MS', 'SHUTDOWN_TIMEOUT_MS',
 ] as const;

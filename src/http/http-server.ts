@@ -19,6 +19,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { UserRateLimiter } from '../limits/user-rate-limiter.js';
 import { sendProblem, toChatError } from './problem-details.js';
 import webPage from './web-page.js';
+import { registerOperations, type ReadinessChecks } from './operations.js';
 import {
   ChatMessageBody,
   DevTokenBody,
@@ -51,8 +52,10 @@ export interface HttpServerDeps {
   interceptRequest?: (req: IncomingMessage, res: ServerResponse) => boolean;
   /** Which peers' X-Forwarded-For to believe for request.ip (TRUST_PROXY); none when absent. */
   trustProxy?: (address: string, hop: number) => boolean;
-  /** Resolves when every dependency needed to serve is reachable; rejects saying which is not. */
-  readiness: () => Promise<Record<string, 'up' | 'down'>>;
+  /** Each dependency needed to serve, up or down; never rejects. */
+  readiness: () => Promise<ReadinessChecks>;
+  /** False when a management listener serves the probes and metrics instead. Default true. */
+  serveOperations?: boolean;
 }
 
 declare module 'fastify' {
@@ -175,15 +178,8 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
     });
   }
 
-  app.get('/health/live', async () => ({ status: 'up' }));
-  app.get('/health/ready', async (_request, reply) => {
-    const checks = await deps.readiness();
-    const ready = Object.values(checks).every((state) => state === 'up');
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'up' : 'down', checks });
-  });
-  app.get('/metrics', async (_request, reply) =>
-    reply.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics()),
-  );
+  // With MANAGEMENT_PORT they live on their own listener, out of the ingress's reach.
+  if (deps.serveOperations !== false) registerOperations(app as unknown as FastifyInstance, { metrics: deps.metrics, readiness: deps.readiness });
 
   void app.register(webPage);
   return app as unknown as FastifyInstance;
