@@ -44,6 +44,11 @@ export default tseslint.config(
   // The bus and the send queue share their RabbitMQ connection (amqp/) and helpers (shared/), not code of each other's.
   ...['bus', 'queue', 'amqp', 'shared'].map(importsNoOtherAdapter),
   {
+    // The benchmark drives the service from outside, as clients do: no service internals.
+    files: ['bench/**/*.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [{ group: ['**/src/**'], message: 'bench/ uses client-side code only (and test/support); the service runs in its own process.' }] }] },
+  },
+  {
     files: ['src/config/**/*.ts', 'test/**/*.ts', 'bench/**/*.ts', 'tools/**/*.ts', '**/*.test.ts', 'vitest.config.ts'],
     rules: { 'no-restricted-syntax': 'off' },
   },

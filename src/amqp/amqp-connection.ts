@@ -15,7 +15,7 @@ import type { AdapterLogger } from '../shared/adapter-logger.js';
 import { withTimeout } from '../shared/timeout.js';
 
 /** RabbitMQ's own default frame_max (the library asks for 8 KiB): a message's headers must fit one frame. */
-export const AMQP_FRAME_MAX = 131_072;
+const AMQP_FRAME_MAX = 131_072;
 
 export interface AmqpConnectionOptions {
   /** amqp:// or amqps:// URL of the broker. */

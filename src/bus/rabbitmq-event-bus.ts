@@ -483,5 +483,5 @@ const ORIGIN_HEADER = 'x-chat-delivered-at';
 /** A batch's events per bus message at most; and its size, in UTF-16 units of the JSON. */
 const MAX_BATCH_EVENTS = 500;
 const MAX_BATCH_BYTES = 512 * 1024;
-/** Routing keys in one batch's CC header, which must fit one frame: 1,000 × 38 bytes stays well inside AMQP_FRAME_MAX. */
+/** Routing keys in one batch's CC header, which must fit one frame: 1,000 × 38 bytes stays well inside the 128 KiB frame_max of openAmqpConnection. */
 const MAX_BATCH_KEYS = 1_000;

@@ -141,4 +141,4 @@ export class MemorySendQueue implements SendQueue {
 }
 
 /** Sends are ordered within a session; one whose session id is not even a string still gets handled. */
-export const sessionKey = (send: QueuedSend): string => (typeof send.request.sessionId === 'string' ? send.request.sessionId : '');
+const sessionKey = (send: QueuedSend): string => (typeof send.request.sessionId === 'string' ? send.request.sessionId : '');

@@ -78,7 +78,7 @@ export interface RabbitMqSendQueueOptions extends Pick<AmqpConnectionOptions, 'u
 }
 
 /** `chat.send.queue` → `chat.send.dead` (README, `SEND_QUEUE`); any other name gets `.dead` appended. */
-export function deadLetterQueueOf(sendQueue: string): string {
+function deadLetterQueueOf(sendQueue: string): string {
   return sendQueue.endsWith('.queue') ? `${sendQueue.slice(0, -'.queue'.length)}.dead` : `${sendQueue}.dead`;
 }
 
