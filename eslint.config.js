@@ -3,6 +3,20 @@ import tseslint from 'typescript-eslint';
 
 const adapters = ['**/store/**', '**/bus/**', '**/queue/**', '**/profiles/**', '**/outbox/**', '**/app.js'];
 
+/** `src/{folder}` may import no adapter folder but its own, and no transport. */
+const importsNoOtherAdapter = (folder) => ({
+  files: [`src/${folder}/**/*.ts`],
+  ignores: ['**/*.test.ts', '**/*.contract.ts'],
+  rules: {
+    'no-restricted-imports': ['error', {
+      patterns: [{
+        group: [...['bus', 'queue', 'store', 'profiles', 'outbox', 'http', 'realtime'].filter((f) => f !== folder).map((f) => `../${f}/*`), '../app.js'],
+        message: 'Adapters do not import each other; what they share goes in src/amqp or src/shared.',
+      }],
+    }],
+  },
+});
+
 export default tseslint.config(
   { ignores: ['node_modules/**', 'scratch/**', 'data/**', 'dist/**', 'web/dist/**', 'coverage/**'] },
   js.configs.recommended,
@@ -26,6 +40,13 @@ export default tseslint.config(
     // Transports translate and authorise; they never reach an adapter directly.
     files: ['src/http/**/*.ts', 'src/realtime/**/*.ts'],
     rules: { 'no-restricted-imports': ['error', { patterns: [{ group: adapters, message: 'Transports import chat/, never adapters; wire in app.ts.' }] }] },
+  },
+  // The bus and the send queue share their RabbitMQ connection (amqp/) and helpers (shared/), not code of each other's.
+  ...['bus', 'queue', 'amqp', 'shared'].map(importsNoOtherAdapter),
+  {
+    // The benchmark drives the service from outside, as clients do: no service internals.
+    files: ['bench/**/*.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [{ group: ['**/src/**'], message: 'bench/ uses client-side code only (and test/support); the service runs in its own process.' }] }] },
   },
   {
     files: ['src/config/**/*.ts', 'test/**/*.ts', 'bench/**/*.ts', 'tools/**/*.ts', '**/*.test.ts', 'vitest.config.ts'],

@@ -18,9 +18,7 @@ import { SignJWT } from 'jose';
 import { CLOCK_TICKS_PER_SECOND, readProcStat } from './proc-cpu.js';
 import { startServiceProcess, type ServiceProcess } from '../test/support/service-process.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/test-database.js';
-import { header } from '../src/realtime/stomp/stomp-frame.js';
 import { deleteQueues } from '../test/support/test-queues.js';
-import { deadLetterQueueOf } from '../src/queue/rabbitmq-send-queue.js';
 import { LoadClient } from './stomp-load-client.js';
 import { PhaseCpu } from './phase-cpu.js';
 import { formatProfileSummary, summariseCpuProfile, type CpuProfile } from './cpu-profile-summary.js';
@@ -78,7 +76,10 @@ async function main(): Promise<void> {
   const sign = (email: string) =>
     new SignJWT({ email }).setProtectedHeader({ alg: 'ES256' }).setIssuer('https://idp.bench.local').setAudience('chat-service').setIssuedAt().setExpirationTime('2h').sign(privateKey);
 
-  const sendQueue = `bench.${randomUUID().slice(0, 8)}.send.queue`;
+  // The service names the dead-letter queue after the send queue: `.queue` becomes `.dead` (README, SEND_QUEUE).
+  const queuePrefix = `bench.${randomUUID().slice(0, 8)}.send`;
+  const sendQueue = `${queuePrefix}.queue`;
+  const deadLetterQueue = `${queuePrefix}.dead`;
   let database: TestDatabase | undefined;
   let dataDir: string | undefined;
   const servers: ServiceProcess[] = [];
@@ -184,7 +185,7 @@ async function main(): Promise<void> {
       pairs.map(async (p) => {
         const [alice, bob] = await Promise.all([LoadClient.connect(wsUrl(senderServer), p.aliceToken), LoadClient.connect(wsUrl(receiverServer), p.bobToken)]);
         await bob.subscribe('/user/queue/messages', (frame) => {
-          const id = header(frame, 'client-message-id') ?? '';
+          const id = frame.headers['client-message-id'] ?? '';
           const t0 = sentAt.get(id);
           if (t0 !== undefined && measuring) {
             deliverLatency.push(performance.now() - t0);
@@ -192,7 +193,7 @@ async function main(): Promise<void> {
             deliveredIds.add(id);
             if (env.BENCH_SPLIT) {
               // The message's sentAt is the service's clock when it took the send: same machine, same clock.
-              const accepted = Date.parse((JSON.parse(frame.body.toString()) as { sentAt: string }).sentAt);
+              const accepted = Date.parse((JSON.parse(frame.body) as { sentAt: string }).sentAt);
               const wall = Date.now();
               splitIn.push(accepted - (wall - (performance.now() - t0)));
               splitOut.push(wall - accepted);
@@ -208,7 +209,7 @@ async function main(): Promise<void> {
           alice.send('/app/chat.send', { sessionId: p.sessionId, content: `bench message ${clientMessageId.slice(0, 8)}`, clientMessageId });
         };
         await alice.subscribe('/user/queue/ack', (frame) => {
-          const id = header(frame, 'client-message-id') ?? '';
+          const id = frame.headers['client-message-id'] ?? '';
           const t0 = sentAt.get(id);
           inFlight--;
           if (t0 !== undefined && measuring) {
@@ -338,7 +339,7 @@ async function main(): Promise<void> {
       await s.exited;
     }
     await database?.drop().catch(() => undefined);
-    if (useRabbit) await deleteQueues(AMQP_URL, [sendQueue, deadLetterQueueOf(sendQueue)]).catch(() => undefined);
+    if (useRabbit) await deleteQueues(AMQP_URL, [sendQueue, deadLetterQueue]).catch(() => undefined);
     if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
   }
   if (profileDir) printProfiles(profileDir, servers, phaseWindows);

@@ -1,35 +1,31 @@
 /**
  * A lean STOMP 1.2 client over `ws` for load generation: thousands of real STOMP connections from
- * one process, speaking the same frames @stomp/stompjs does, with our own codec instead of a
- * heavier client per connection.
+ * one process. It frames with @stomp/stompjs's own parser and marshaller, so the service sees the
+ * bytes a real client sends, without a full stompjs Client (state machine, timers, reconnects) per
+ * connection. Client side only: it shares no code with the service it measures.
  */
+import { FrameImpl, Parser, type IFrame, type StompHeaders } from '@stomp/stompjs';
 import WebSocket from 'ws';
-import { StompFrameDecoder } from '../src/realtime/stomp/frame-decoder.js';
-import { encodeFrame } from '../src/realtime/stomp/frame-encoder.js';
-import { header, SERVER_COMMANDS, type StompFrame } from '../src/realtime/stomp/stomp-frame.js';
 
 export class LoadClient {
-  private readonly decoder = new StompFrameDecoder({ commands: SERVER_COMMANDS, maxFrameSize: 1024 * 1024 });
-  private readonly handlers = new Map<string, (frame: StompFrame) => void>();
-  private receiptWaiters = new Map<string, () => void>();
+  private readonly handlers = new Map<string, (frame: IFrame) => void>();
+  private readonly receiptWaiters = new Map<string, () => void>();
   private counter = 0;
+  private heartbeat: NodeJS.Timeout | undefined;
+  /** STOMP 1.2 escapes header values in every frame but CONNECT and CONNECTED. */
+  private escapeHeaders = false;
+  /** Settles `connect` on CONNECTED or on an ERROR before it. */
+  private connecting: { resolve: () => void; reject: (err: Error) => void } | undefined;
 
   private constructor(private readonly ws: WebSocket) {
-    ws.on('message', (data: Buffer) => {
-      for (const event of this.decoder.push(data)) {
-        if (event.kind !== 'frame') continue;
-        const frame = event.frame;
-        if (frame.command === 'MESSAGE') this.handlers.get(header(frame, 'subscription') ?? '')?.(frame);
-        else if (frame.command === 'RECEIPT') {
-          const id = header(frame, 'receipt-id') ?? '';
-          this.receiptWaiters.get(id)?.();
-          this.receiptWaiters.delete(id);
-        } else if (frame.command === 'ERROR') console.error('STOMP ERROR', header(frame, 'message'));
-      }
-    });
+    const parser = new Parser(
+      (raw) => this.received(FrameImpl.fromRawFrame(raw, this.escapeHeaders)),
+      () => undefined, // the service's heart-beats: nothing to do, the socket stays open
+    );
+    // An ArrayBuffer is what the parser takes, and it reads it in place.
+    ws.binaryType = 'arraybuffer';
+    ws.on('message', (data: ArrayBuffer) => parser.parseChunk(data));
   }
-
-  private heartbeat: NodeJS.Timeout | undefined;
 
   /**
    * `localAddress` picks the source address (anything in 127.0.0.0/8 on loopback), so more
@@ -43,17 +39,9 @@ export class LoadClient {
       ws.once('error', reject);
     });
     const client = new LoadClient(ws);
-    const connected = new Promise<void>((resolve, reject) => {
-      const onMessage = (data: Buffer): void => {
-        if (data.toString('latin1', 0, 9) === 'CONNECTED') {
-          ws.off('message', onMessage);
-          resolve();
-        } else if (data.toString('latin1', 0, 5) === 'ERROR') reject(new Error(data.toString()));
-      };
-      ws.on('message', onMessage);
-    });
+    const connected = new Promise<void>((resolve, reject) => (client.connecting = { resolve, reject }));
     const beat = options.heartbeatMs ?? 0;
-    ws.send(encodeFrame({ command: 'CONNECT', headers: [['accept-version', '1.2'], ['host', 'chat'], ['heart-beat', `${beat},${beat}`], ['Authorization', `Bearer ${token}`]], body: Buffer.alloc(0) }));
+    client.transmit('CONNECT', { 'accept-version': '1.2', host: 'chat', 'heart-beat': `${beat},${beat}`, Authorization: `Bearer ${token}` });
     await connected;
     if (beat > 0) {
       // Spread over the period, so thousands of clients do not beat in the same millisecond.
@@ -67,22 +55,50 @@ export class LoadClient {
   }
 
   /** Subscribes and resolves once the server has registered it (RECEIPT). */
-  async subscribe(destination: string, onMessage: (frame: StompFrame) => void): Promise<void> {
+  async subscribe(destination: string, onMessage: (frame: IFrame) => void): Promise<void> {
     const id = `s${++this.counter}`;
     this.handlers.set(id, onMessage);
     const receipt = `r${++this.counter}`;
     const done = new Promise<void>((resolve) => this.receiptWaiters.set(receipt, resolve));
-    this.ws.send(encodeFrame({ command: 'SUBSCRIBE', headers: [['id', id], ['destination', destination], ['receipt', receipt]], body: Buffer.alloc(0) }));
+    this.transmit('SUBSCRIBE', { id, destination, receipt });
     await done;
   }
 
   send(destination: string, body: unknown): void {
-    this.ws.send(encodeFrame({ command: 'SEND', headers: [['destination', destination], ['content-type', 'application/json']], body: Buffer.from(JSON.stringify(body)) }));
+    this.transmit('SEND', { destination, 'content-type': 'application/json' }, JSON.stringify(body));
   }
 
   close(): void {
     clearTimeout(this.heartbeat);
     clearInterval(this.heartbeat);
     this.ws.close();
+  }
+
+  private transmit(command: string, headers: StompHeaders, body = ''): void {
+    this.ws.send(FrameImpl.marshall({ command, headers, body, escapeHeaderValues: this.escapeHeaders }));
+  }
+
+  private received(frame: IFrame): void {
+    switch (frame.command) {
+      case 'MESSAGE':
+        this.handlers.get(frame.headers.subscription ?? '')?.(frame);
+        return;
+      case 'RECEIPT': {
+        const id = frame.headers['receipt-id'] ?? '';
+        this.receiptWaiters.get(id)?.();
+        this.receiptWaiters.delete(id);
+        return;
+      }
+      case 'CONNECTED':
+        this.escapeHeaders = true;
+        this.connecting?.resolve();
+        this.connecting = undefined;
+        return;
+      case 'ERROR':
+        console.error('STOMP ERROR', frame.headers.message);
+        this.connecting?.reject(new Error(`STOMP ERROR before CONNECTED: ${frame.headers.message ?? frame.body}`));
+        this.connecting = undefined;
+        return;
+    }
   }
 }

@@ -18,7 +18,7 @@
  *   user stops being routed to this bus, and a new `addInterest` during the linger cancels that.
  */
 import type { BusEnvelope, BusHandler, EventBus, PublishBatchOptions } from '../chat/ports.js';
-import { silentBusLogger, type BusLogger } from './bus-logger.js';
+import { silentLogger, type AdapterLogger } from '../shared/adapter-logger.js';
 import { normaliseUserEmail } from './user-routing-key.js';
 
 /** What a broker needs from a bus that joined it. */
@@ -52,7 +52,7 @@ export interface MemoryEventBusOptions {
   broker?: MemoryBroker;
   /** How long a user stays routed here after its interest count drops to zero. Default 0. */
   lingerMs?: number;
-  logger?: BusLogger;
+  logger?: AdapterLogger;
 }
 
 interface Interest {
@@ -63,7 +63,7 @@ interface Interest {
 export class MemoryEventBus implements EventBus {
   private readonly broker: MemoryBroker;
   private readonly lingerMs: number;
-  private readonly log: BusLogger;
+  private readonly log: AdapterLogger;
   private readonly handlers: BusHandler[] = [];
   /** A user is routed here while present, including while lingering at refs 0. */
   private readonly interests = new Map<string, Interest>();
@@ -77,7 +77,7 @@ export class MemoryEventBus implements EventBus {
   constructor(options: MemoryEventBusOptions = {}) {
     this.broker = options.broker ?? new MemoryBroker();
     this.lingerMs = options.lingerMs ?? 0;
-    this.log = options.logger ?? silentBusLogger;
+    this.log = options.logger ?? silentLogger;
   }
 
   start(): Promise<void> {

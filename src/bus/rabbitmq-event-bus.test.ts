@@ -10,7 +10,7 @@ import { Connection } from 'rabbitmq-client';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { infra, uniqueName } from '../../test/support/infra.js';
 import type { BusEnvelope } from '../chat/ports.js';
-import type { BusLogger } from './bus-logger.js';
+import type { AdapterLogger } from '../shared/adapter-logger.js';
 import { RabbitMqEventBus, type RabbitMqEventBusOptions } from './rabbitmq-event-bus.js';
 
 const rabbitmqUrl = infra.rabbitmqUrl ?? '';
@@ -110,7 +110,7 @@ const envelopeFor = (recipient: string): BusEnvelope => {
   };
 };
 
-class RecordingLogger implements BusLogger {
+class RecordingLogger implements AdapterLogger {
   readonly lines: Array<{ level: string; msg: string; obj: object }> = [];
   debug = (obj: object, msg: string): void => void this.lines.push({ level: 'debug', msg, obj });
   info = (obj: object, msg: string): void => void this.lines.push({ level: 'info', msg, obj });

@@ -45,17 +45,17 @@
  *   for ever. Handlers run synchronously in the consumer callback and the message is acked after.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { Connection, ConsumerStatus } from 'rabbitmq-client';
-import type { AsyncMessage, Consumer, Publisher } from 'rabbitmq-client';
+import { ConsumerStatus } from 'rabbitmq-client';
+import type { AsyncMessage, Connection, Consumer, Publisher } from 'rabbitmq-client';
 import type { BusEnvelope, BusHandler, EventBus, PublishBatchOptions } from '../chat/ports.js';
-import { silentBusLogger, type BusLogger } from './bus-logger.js';
 import { asBusEnvelope } from '../chat/bus-envelope.js';
-import { decodeJsonBody, withTimeout } from './amqp-support.js';
+import { closeAmqpConnection, openAmqpConnection, type AmqpConnectionOptions } from '../amqp/amqp-connection.js';
+import { decodeJsonBody } from '../amqp/json-body.js';
+import { silentLogger, type AdapterLogger } from '../shared/adapter-logger.js';
+import { withTimeout } from '../shared/timeout.js';
 import { normaliseUserEmail, userRoutingKey } from './user-routing-key.js';
 
-export interface RabbitMqEventBusOptions {
-  /** amqp:// or amqps:// URL of the broker. */
-  url: string;
+export interface RabbitMqEventBusOptions extends Pick<AmqpConnectionOptions, 'url' | 'heartbeatSec' | 'connectionTimeoutMs'> {
   /** Names the queue and the connection `chat.instance.{instanceId}.{random}`; default a random UUID. */
   instanceId?: string;
   /** How long the instance queue survives without a consumer (a lost connection, a crash). Default 60 s. */
@@ -67,7 +67,7 @@ export interface RabbitMqEventBusOptions {
   routingKeyPrefix?: string;
   /** How long a binding outlives its last interest. */
   lingerMs?: number;
-  logger?: BusLogger;
+  logger?: AdapterLogger;
   /** How long `publish` waits for the confirm before rejecting. */
   publishTimeoutMs?: number;
   /** How long `addInterest` waits for the binding before rejecting. */
@@ -78,10 +78,6 @@ export interface RabbitMqEventBusOptions {
   closeTimeoutMs?: number;
   /** Unacknowledged deliveries the broker may push ahead of the handlers. */
   prefetch?: number;
-  /** AMQP heart-beat in seconds: a silent (black-holed) broker is noticed after about twice this. Default 10. */
-  heartbeatSec?: number;
-  /** TCP + AMQP handshake limit per connection attempt. Default 5 s. */
-  connectionTimeoutMs?: number;
 }
 
 interface Interest {
@@ -100,7 +96,7 @@ class BusStoppedError extends Error {
 export class RabbitMqEventBus implements EventBus {
   /** The instance queue's name, also the AMQP connection name (visible in rabbitmqctl). */
   readonly queueName: string;
-  private readonly url: string;
+  private readonly broker: Pick<AmqpConnectionOptions, 'url' | 'heartbeatSec' | 'connectionTimeoutMs'>;
   private readonly exchange: string;
   private readonly routingKeyPrefix: string;
   private readonly lingerMs: number;
@@ -109,11 +105,9 @@ export class RabbitMqEventBus implements EventBus {
   private readonly startTimeoutMs: number;
   private readonly closeTimeoutMs: number;
   private readonly prefetch: number;
-  private readonly heartbeatSec: number;
-  private readonly connectionTimeoutMs: number;
   private readonly queueExpiresMs: number;
   private readonly maxQueueLength: number;
-  private readonly log: BusLogger;
+  private readonly log: AdapterLogger;
 
   private readonly handlers: BusHandler[] = [];
   /** By routing key; a user is bound (or being bound) while present, lingering included. */
@@ -129,12 +123,11 @@ export class RabbitMqEventBus implements EventBus {
   private consumer: Consumer | undefined;
   /** The consumer has (re)declared the queue on the current connection and consumes from it. */
   private consumerReady = false;
-  private connectionDown = false;
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
 
   constructor(options: RabbitMqEventBusOptions) {
-    this.url = options.url;
+    this.broker = { url: options.url, heartbeatSec: options.heartbeatSec, connectionTimeoutMs: options.connectionTimeoutMs };
     this.queueName = options.instanceId ? `chat.instance.${options.instanceId}.${randomBytes(3).toString('hex')}` : `chat.instance.${randomUUID()}`;
     this.exchange = options.exchange ?? 'amq.topic';
     this.routingKeyPrefix = options.routingKeyPrefix ?? 'user';
@@ -144,11 +137,9 @@ export class RabbitMqEventBus implements EventBus {
     this.startTimeoutMs = options.startTimeoutMs ?? 15_000;
     this.closeTimeoutMs = options.closeTimeoutMs ?? 5_000;
     this.prefetch = options.prefetch ?? 1_000;
-    this.heartbeatSec = options.heartbeatSec ?? 10;
-    this.connectionTimeoutMs = options.connectionTimeoutMs ?? 5_000;
     this.queueExpiresMs = options.queueExpiresMs ?? 60_000;
     this.maxQueueLength = options.maxQueueLength ?? 100_000;
-    this.log = options.logger ?? silentBusLogger;
+    this.log = options.logger ?? silentLogger;
   }
 
   start(): Promise<void> {
@@ -286,37 +277,16 @@ export class RabbitMqEventBus implements EventBus {
   }
 
   private async open(): Promise<void> {
-    const connection = new Connection({
-      url: this.url,
+    const connection = openAmqpConnection({
+      ...this.broker,
       connectionName: this.queueName,
-      // The library's defaults (1 s steps up to 30 s, 60 s heartbeat) leave an instance deaf for
-      // too long in a chat; reconnect fast and notice a dead peer within ~20 s.
-      retryLow: 200,
-      retryHigh: 5_000,
-      heartbeat: this.heartbeatSec,
-      connectionTimeout: this.connectionTimeoutMs,
-      acquireTimeout: 10_000,
-      // Nagle's algorithm would hold a small frame (a publish, an ack) back until the previous one is
-      // acknowledged by the peer, which delays it by the peer's delayed-ACK timer.
-      noDelay: true,
-      // A batch's headers (its CC list) must fit one frame; larger frames also split bodies less.
-      frameMax: FRAME_MAX,
+      logger: this.log,
+      onConnection: () => {
+        // A new connection means a new (empty) queue until the consumer has set it up again.
+        this.consumerReady = false;
+      },
     });
     this.connection = connection;
-    connection.on('error', (err: unknown) => {
-      // Reconnect attempts fail once per backoff step while the broker is away: warn once.
-      if (this.connectionDown) this.log.debug({ err }, 'rabbitmq connection attempt failed');
-      else this.log.warn({ err }, 'rabbitmq connection lost, reconnecting');
-      this.connectionDown = true;
-    });
-    connection.on('connection', () => {
-      // A new connection means a new (empty) queue until the consumer has set it up again.
-      this.consumerReady = false;
-      if (this.connectionDown) this.log.info({ queue: this.queueName }, 'rabbitmq reconnected');
-      this.connectionDown = false;
-    });
-    connection.on('connection.blocked', (reason: string) => this.log.warn({ reason }, 'rabbitmq blocked publishing'));
-    connection.on('connection.unblocked', () => this.log.info({}, 'rabbitmq unblocked publishing'));
 
     const declareExchange = this.exchange.startsWith('amq.') ? [] : [{ exchange: this.exchange, type: 'topic', durable: true }];
     this.publisher = connection.createPublisher({ confirm: true, maxAttempts: 2, exchanges: declareExchange });
@@ -390,13 +360,7 @@ export class RabbitMqEventBus implements EventBus {
           await connection.close();
           await Promise.allSettled([consumer?.close(), publisher?.close()]);
         })();
-    try {
-      await withTimeout(graceful, this.closeTimeoutMs, () => new Error('graceful close timed out'));
-    } catch (err) {
-      this.log.warn({ err }, 'rabbitmq close failed, destroying the connection');
-      graceful.catch(() => undefined);
-      connection.unsafeDestroy();
-    }
+    await closeAmqpConnection(connection, graceful, this.closeTimeoutMs, this.log);
     this.log.info({ queue: this.queueName }, 'rabbitmq event bus stopped');
   }
 
@@ -519,7 +483,5 @@ const ORIGIN_HEADER = 'x-chat-delivered-at';
 /** A batch's events per bus message at most; and its size, in UTF-16 units of the JSON. */
 const MAX_BATCH_EVENTS = 500;
 const MAX_BATCH_BYTES = 512 * 1024;
-/** Routing keys in one batch's CC header: 1,000 × 38 bytes stays well inside FRAME_MAX. */
+/** Routing keys in one batch's CC header, which must fit one frame: 1,000 × 38 bytes stays well inside the 128 KiB frame_max of openAmqpConnection. */
 const MAX_BATCH_KEYS = 1_000;
-/** RabbitMQ's own default frame_max (the library asks for 8 KiB). */
-const FRAME_MAX = 131_072;

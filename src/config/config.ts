@@ -11,7 +11,7 @@ export type ProfilesConfig =
   | { kind: 'local' }
   | { kind: 'http'; baseUrl: string; privateKeyPem: string; issuer: string; audience: string; cacheTtlMs: number; cacheMax: number };
 export type AuthConfig =
-  | { kind: 'dev'; dataDir: string; maxAgeSec: number }
+  | { kind: 'dev'; maxAgeSec: number }
   | { kind: 'jwt'; publicKeyPem?: string; jwksUrl?: string; issuer: string; audience: string; maxAgeSec: number };
 
 export interface Config {
@@ -161,7 +161,7 @@ export function loadConfig(env: Env = process.env): Config {
     if (!audience) throw new ConfigError(`JWT_AUDIENCE: required with ${keyVar} (the aud your identity provider issues for this service)`);
     auth = { kind: 'jwt', publicKeyPem: jwtPublicKey, jwksUrl, issuer, audience, maxAgeSec };
   } else {
-    auth = { kind: 'dev', dataDir, maxAgeSec };
+    auth = { kind: 'dev', maxAgeSec };
   }
 
   const origins = (stringVar(env, 'ALLOWED_ORIGINS') ?? (auth.kind === 'dev' ? '*' : ''))

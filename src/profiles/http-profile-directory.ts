@@ -38,7 +38,7 @@ import type { ProfilesConfig } from '../config/config.js';
 import { ChatError } from '../chat/chat-errors.js';
 import type { Profile, ProfileDirectory } from '../chat/ports.js';
 import { isWellFormedText } from '../chat/text-rules.js';
-import { normalizeEmail } from '../chat/validation.js';
+import { isUuid, normalizeEmail } from '../chat/validation.js';
 import { ServiceTokenSigner } from './service-token-signer.js';
 
 export interface HttpProfileDirectoryOptions {
@@ -76,7 +76,6 @@ const STATE_NAMES: Record<CircuitState, CircuitStateName> = {
   [CircuitState.Isolated]: 'isolated',
 };
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** A profile body is a few hundred bytes; anything far larger is not one. */
 const MAX_BODY_CHARS = 16 * 1024;
 
@@ -304,7 +303,7 @@ function parseProfile(body: unknown, email: string): Profile {
   const invalid = (why: string): ServiceCallError => new ServiceCallError(`profile service sent an invalid profile: ${why}`, false, true);
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw invalid('not an object');
   const { id, email: bodyEmail, displayName } = body as Record<string, unknown>;
-  if (typeof id !== 'string' || !UUID.test(id)) throw invalid('id is not a UUID');
+  if (!isUuid(id)) throw invalid('id is not a UUID');
   // Chat routes messages by email, so a profile of someone else would misdeliver them.
   if (typeof bodyEmail !== 'string' || normalizeEmail(bodyEmail) !== email) throw invalid('email differs from the one requested');
   if (typeof displayName !== 'string' || displayName.trim() === '' || displayName.length > 200) throw invalid('displayName is not a non-empty string of at most 200 characters');

@@ -14,11 +14,12 @@
  * moves on. Must never happen: a send dropped without being stored, refused or made dead.
  */
 import type { QueuedSend, SendQueue, SendQueueHandlers } from '../chat/ports.js';
-import { isOutage, RetryPauses, retryDelayMs, type SendQueueRetryOptions } from './send-queue-retry.js';
-import { silentBusLogger as silentQueueLogger, type BusLogger as QueueLogger } from '../bus/bus-logger.js';
+import { silentLogger, type AdapterLogger } from '../shared/adapter-logger.js';
+import { backoffMs, type Backoff } from '../shared/backoff.js';
+import { isOutage, RetryPauses, type SendQueueRetryOptions } from './send-queue-retry.js';
 
 export interface MemorySendQueueOptions extends Partial<SendQueueRetryOptions> {
-  logger?: QueueLogger;
+  logger?: AdapterLogger;
   /** Sends held at most; enqueue refuses beyond it (the caller reports the outage). Default 100,000. */
   maxLength?: number;
 }
@@ -35,8 +36,9 @@ export class MemorySendQueue implements SendQueue {
   private readonly sessions = new Map<string, QueuedSend[]>();
   private readonly running = new Set<Promise<void>>();
   private readonly pauses = new RetryPauses();
-  private readonly retry: SendQueueRetryOptions;
-  private readonly log: QueueLogger;
+  private readonly maxAttempts: number;
+  private readonly retryBackoff: Backoff;
+  private readonly log: AdapterLogger;
   private readonly maxLength: number;
   private handlers: SendQueueHandlers | undefined;
   private held = 0;
@@ -44,8 +46,9 @@ export class MemorySendQueue implements SendQueue {
   readonly deadLetters: DeadSend[] = [];
 
   constructor(options: MemorySendQueueOptions = {}) {
-    this.retry = { maxAttempts: options.maxAttempts ?? 3, retryMinMs: options.retryMinMs ?? 100, retryMaxMs: options.retryMaxMs ?? 5_000 };
-    this.log = options.logger ?? silentQueueLogger;
+    this.maxAttempts = options.maxAttempts ?? 3;
+    this.retryBackoff = { initialMs: options.retryMinMs ?? 100, maxMs: options.retryMaxMs ?? 5_000 };
+    this.log = options.logger ?? silentLogger;
     this.maxLength = options.maxLength ?? 100_000;
   }
 
@@ -117,10 +120,10 @@ export class MemorySendQueue implements SendQueue {
         if (isOutage(err)) {
           outages += 1;
           if (outages === 1) this.log.warn({ err }, 'queued send not stored: outage; holding it and the sends of its session');
-          await this.pauses.sleep(retryDelayMs(this.retry, outages));
+          await this.pauses.sleep(backoffMs(outages, this.retryBackoff));
         } else {
           failures += 1;
-          if (failures >= this.retry.maxAttempts) {
+          if (failures >= this.maxAttempts) {
             const error = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
             this.log.error({ err, attempts: failures }, 'queued send dead: it cannot be stored');
             this.deadLetters.push({ send, error, attempts: failures, at: new Date() });
@@ -128,7 +131,7 @@ export class MemorySendQueue implements SendQueue {
             return;
           }
           this.log.warn({ err, attempt: failures }, 'storing a queued send failed unexpectedly, retrying');
-          await this.pauses.sleep(retryDelayMs(this.retry, failures));
+          await this.pauses.sleep(backoffMs(failures, this.retryBackoff));
         }
         if (this.state !== 'started') return;
       }
@@ -138,4 +141,4 @@ export class MemorySendQueue implements SendQueue {
 }
 
 /** Sends are ordered within a session; one whose session id is not even a string still gets handled. */
-export const sessionKey = (send: QueuedSend): string => (typeof send.request.sessionId === 'string' ? send.request.sessionId : '');
+const sessionKey = (send: QueuedSend): string => (typeof send.request.sessionId === 'string' ? send.request.sessionId : '');

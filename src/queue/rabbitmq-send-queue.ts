@@ -42,17 +42,17 @@
  * store; a tight redelivery loop; a send lost because PostgreSQL or RabbitMQ was away for a while.
  */
 import { randomUUID } from 'node:crypto';
-import { Connection } from 'rabbitmq-client';
-import type { AsyncMessage, Channel, Publisher, ReturnedMessage } from 'rabbitmq-client';
+import type { AsyncMessage, Channel, Connection, Publisher, ReturnedMessage } from 'rabbitmq-client';
 import { ChatError } from '../chat/chat-errors.js';
 import type { QueuedSend, SendQueue, SendQueueHandlers } from '../chat/ports.js';
-import { silentBusLogger, type BusLogger } from '../bus/bus-logger.js';
-import { decodeJsonBody, withTimeout } from '../bus/amqp-support.js';
-import { isOutage, RetryPauses, retryDelayMs } from './send-queue-retry.js';
+import { closeAmqpConnection, openAmqpConnection, type AmqpConnectionOptions } from '../amqp/amqp-connection.js';
+import { decodeJsonBody } from '../amqp/json-body.js';
+import { silentLogger, type AdapterLogger } from '../shared/adapter-logger.js';
+import { backoffMs, type Backoff } from '../shared/backoff.js';
+import { withTimeout } from '../shared/timeout.js';
+import { isOutage, RetryPauses } from './send-queue-retry.js';
 
-export interface RabbitMqSendQueueOptions {
-  /** amqp:// or amqps:// URL of the broker. */
-  url: string;
+export interface RabbitMqSendQueueOptions extends Pick<AmqpConnectionOptions, 'url' | 'heartbeatSec' | 'connectionTimeoutMs'> {
   /** Names the AMQP connection `chat.send-queue.{instanceId}` (visible in rabbitmqctl). */
   instanceId?: string;
   /** The send queue. Default `chat.send.queue`; tests use their own. */
@@ -74,17 +74,16 @@ export interface RabbitMqSendQueueOptions {
   startTimeoutMs?: number;
   /** How long `stop` waits for handlers in flight and a graceful close. Default 5 s. */
   closeTimeoutMs?: number;
-  /** AMQP heart-beat in seconds: a silent broker is noticed after about twice this. Default 10. */
-  heartbeatSec?: number;
-  /** TCP + AMQP handshake limit per connection attempt. Default 5 s. */
-  connectionTimeoutMs?: number;
-  logger?: BusLogger;
+  logger?: AdapterLogger;
 }
 
 /** `chat.send.queue` → `chat.send.dead` (README, `SEND_QUEUE`); any other name gets `.dead` appended. */
-export function deadLetterQueueOf(sendQueue: string): string {
+function deadLetterQueueOf(sendQueue: string): string {
   return sendQueue.endsWith('.queue') ? `${sendQueue.slice(0, -'.queue'.length)}.dead` : `${sendQueue}.dead`;
 }
+
+/** Between attempts at setting the consumer up while the connection is there but the set-up fails. */
+const SETUP_BACKOFF: Backoff = { initialMs: 400, maxMs: 5_000 };
 
 class QueueStoppedError extends Error {
   constructor() {
@@ -98,10 +97,11 @@ export class RabbitMqSendQueue implements SendQueue {
   readonly connectionName: string;
   private readonly deps: RabbitMqSendQueueOptions;
   private handlers: SendQueueHandlers | undefined;
-  private readonly log: BusLogger;
+  private readonly log: AdapterLogger;
   private readonly deliveryLimit: number;
   private readonly prefetch: number;
-  private readonly retry: { maxAttempts: number; retryMinMs: number; retryMaxMs: number };
+  private readonly maxAttempts: number;
+  private readonly retryBackoff: Backoff;
   private readonly publishTimeoutMs: number;
   private readonly startTimeoutMs: number;
   private readonly closeTimeoutMs: number;
@@ -119,7 +119,6 @@ export class RabbitMqSendQueue implements SendQueue {
   private settingUp = false;
   /** Logged once per outage, not once per held message. */
   private waitingForOutage = false;
-  private connectionDown = false;
   private readonly inFlight = new Set<Promise<void>>();
   /** The last handling queued per session; see inSessionOrder. */
   private readonly sessionTails = new Map<string, Promise<void>>();
@@ -130,13 +129,14 @@ export class RabbitMqSendQueue implements SendQueue {
 
   constructor(deps: RabbitMqSendQueueOptions) {
     this.deps = deps;
-    this.log = deps.logger ?? silentBusLogger;
+    this.log = deps.logger ?? silentLogger;
     this.queue = deps.queue ?? 'chat.send.queue';
     this.deadLetterQueue = deps.deadLetterQueue ?? deadLetterQueueOf(this.queue);
     this.connectionName = `chat.send-queue.${deps.instanceId ?? randomUUID()}`;
     this.deliveryLimit = deps.deliveryLimit ?? 10;
     this.prefetch = deps.prefetch ?? 64;
-    this.retry = { maxAttempts: deps.maxAttempts ?? 3, retryMinMs: deps.retryMinMs ?? 100, retryMaxMs: deps.retryMaxMs ?? 5_000 };
+    this.maxAttempts = deps.maxAttempts ?? 3;
+    this.retryBackoff = { initialMs: deps.retryMinMs ?? 100, maxMs: deps.retryMaxMs ?? 5_000 };
     this.publishTimeoutMs = deps.publishTimeoutMs ?? 5_000;
     this.startTimeoutMs = deps.startTimeoutMs ?? 15_000;
     this.closeTimeoutMs = deps.closeTimeoutMs ?? 5_000;
@@ -176,35 +176,24 @@ export class RabbitMqSendQueue implements SendQueue {
   // --- lifecycle ---------------------------------------------------------------------------------
 
   private async open(): Promise<void> {
-    const connection = new Connection({
-      url: this.deps.url,
+    const { url, heartbeatSec, connectionTimeoutMs } = this.deps;
+    const connection = openAmqpConnection({
+      url,
+      heartbeatSec,
+      connectionTimeoutMs,
       connectionName: this.connectionName,
-      retryLow: 200,
-      retryHigh: 5_000,
-      heartbeat: this.deps.heartbeatSec ?? 10,
-      connectionTimeout: this.deps.connectionTimeoutMs ?? 5_000,
-      acquireTimeout: 10_000,
-      // Nagle's algorithm would hold a small frame (a publish, an ack) back until the previous one is
-      // acknowledged by the peer, which delays it by the peer's delayed-ACK timer.
-      noDelay: true,
+      logger: this.log,
+      onConnection: () => {
+        // The consumer channel died with the old connection; set it up again at once, not after a
+        // backoff step that was scheduled while the broker was away.
+        if (!this.consumerReady) {
+          clearTimeout(this.setupTimer);
+          this.setupTimer = undefined;
+          this.scheduleSetup(0);
+        }
+      },
     });
     this.connection = connection;
-    connection.on('error', (err: unknown) => {
-      if (this.connectionDown) this.log.debug({ err }, 'rabbitmq send queue connection attempt failed');
-      else this.log.warn({ err }, 'rabbitmq send queue connection lost, reconnecting');
-      this.connectionDown = true;
-    });
-    connection.on('connection', () => {
-      if (this.connectionDown) this.log.info({ connection: this.connectionName }, 'rabbitmq send queue reconnected');
-      this.connectionDown = false;
-      // The consumer channel died with the old connection; set it up again at once, not after a
-      // backoff step that was scheduled while the broker was away.
-      if (!this.consumerReady) {
-        clearTimeout(this.setupTimer);
-        this.setupTimer = undefined;
-        this.scheduleSetup(0);
-      }
-    });
 
     this.publisher = connection.createPublisher({ confirm: true, maxAttempts: 1, queues: this.declarations() });
     this.publisher.on('basic.return', (msg: ReturnedMessage) => {
@@ -241,13 +230,7 @@ export class RabbitMqSendQueue implements SendQueue {
       await publisher?.close();
       await connection.close();
     })();
-    try {
-      await withTimeout(graceful, this.closeTimeoutMs, () => new Error('graceful close timed out'));
-    } catch (err) {
-      this.log.warn({ err }, 'rabbitmq send queue close failed, destroying the connection');
-      graceful.catch(() => undefined);
-      connection.unsafeDestroy();
-    }
+    await closeAmqpConnection(connection, graceful, this.closeTimeoutMs, this.log);
     this.log.info({ queue: this.queue }, 'rabbitmq send queue stopped');
   }
 
@@ -319,7 +302,7 @@ export class RabbitMqSendQueue implements SendQueue {
       else this.log.debug({ err, queue: this.queue }, 'send queue consumer set-up failed again');
       await ch?.close().catch(() => undefined);
       this.settingUp = false;
-      this.scheduleSetup(Math.min(5_000, 200 * 2 ** Math.min(this.setupFailures, 5)));
+      this.scheduleSetup(backoffMs(this.setupFailures, SETUP_BACKOFF));
     } finally {
       this.settingUp = false;
     }
@@ -381,16 +364,16 @@ export class RabbitMqSendQueue implements SendQueue {
           else if (outages === 0) this.log.debug({ err, clientMessageId }, 'queued send not stored: outage');
           this.waitingForOutage = true;
           outages += 1;
-          await this.pauses.sleep(retryDelayMs(this.retry, outages));
+          await this.pauses.sleep(backoffMs(outages, this.retryBackoff));
           continue;
         }
         failures += 1;
-        if (failures >= this.retry.maxAttempts) {
+        if (failures >= this.maxAttempts) {
           await this.deadLetter(ch, msg, err, failures, send);
           return;
         }
         this.log.warn({ err, clientMessageId, attempt: failures }, 'storing a queued send failed unexpectedly, retrying');
-        await this.pauses.sleep(retryDelayMs(this.retry, failures));
+        await this.pauses.sleep(backoffMs(failures, this.retryBackoff));
         continue;
       }
       if (this.waitingForOutage) {

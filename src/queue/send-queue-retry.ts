@@ -12,10 +12,6 @@ export interface SendQueueRetryOptions {
 /** A ChatError that says "not now" rather than "never": the send is kept and tried again. */
 export const isOutage = (err: unknown): boolean => err instanceof ChatError && err.status === 503;
 
-/** Capped exponential backoff: retryMinMs, doubling, at most retryMaxMs. */
-export const retryDelayMs = (options: SendQueueRetryOptions, attempt: number): number =>
-  Math.min(options.retryMaxMs, options.retryMinMs * 2 ** Math.min(attempt - 1, 20));
-
 /** Pauses between attempts that `wakeAll` ends early, so a stopping queue does not wait them out. */
 export class RetryPauses {
   private readonly sleepers = new Set<() => void>();

@@ -15,6 +15,7 @@ import type { ChatService, SendMessageInput } from '../chat/chat-service.js';
 import type { SendPath } from '../chat/send-path.js';
 import type { ChatEvent, Destination } from '../chat/chat-events.js';
 import { findMalformedText, isWellFormedText } from '../chat/text-rules.js';
+import { isUuid } from '../chat/validation.js';
 import type { BusEnvelope, EventBus } from '../chat/ports.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { TokenVerifier } from '../auth/token-verifier.js';
@@ -25,7 +26,6 @@ import { header, type StompFrame } from './stomp/stomp-frame.js';
 const TOPIC_PREFIX = '/topic/session.';
 const USER_QUEUES = ['messages', 'ack', 'error', 'receipts'] as const;
 type UserQueue = (typeof USER_QUEUES)[number];
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** What a client ACK on /user/queue/messages refers to. */
 interface DeliveryToken {
@@ -113,7 +113,8 @@ export class RealtimeGateway implements StompHandler {
     const caller = conn.principal!;
     if (sub.destination.startsWith(TOPIC_PREFIX)) {
       const sessionId = sub.destination.slice(TOPIC_PREFIX.length);
-      if (!UUID.test(sessionId)) throw new ChatError('UNKNOWN_DESTINATION', `no such destination ${sub.destination}`);
+      // Lower case only: events are delivered to the topic of the canonical (lower-case) id.
+      if (!isUuid(sessionId) || sessionId !== sessionId.toLowerCase()) throw new ChatError('UNKNOWN_DESTINATION', `no such destination ${sub.destination}`);
       await this.deps.chat.participantSession(caller, sessionId);
       let set = this.topicListeners.get(sub.destination);
       if (!set) this.topicListeners.set(sub.destination, (set = new Set()));

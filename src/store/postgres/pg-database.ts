@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { isConnectionFailure, type Queryable, type SqlDatabase } from './sql-database.js';
+import { withTimeout } from '../../shared/timeout.js';
 
 export interface PgDatabaseOptions {
   url: string;
@@ -206,18 +207,11 @@ function prepared(sql: string, params: readonly unknown[] | undefined): pg.Query
 
 /** Ends a client, destroying its socket if the server does not answer the goodbye in time. */
 async function endWithin(client: pg.Client, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
-    client.end().catch(() => undefined),
-    new Promise<void>((resolve) => {
-      timer = setTimeout(() => {
-        // A silent peer never completes the close handshake; the socket must not linger.
-        (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
-        resolve();
-      }, ms);
-    }),
-  ]);
-  clearTimeout(timer);
+  const ended = client.end().catch(() => undefined);
+  await withTimeout(ended, ms, () => new Error('no goodbye from PostgreSQL')).catch(() => {
+    // A silent peer never completes the close handshake; the socket must not linger.
+    (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+  });
 }
 
 function discard(client: pg.Client): void {
