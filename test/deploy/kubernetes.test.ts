@@ -160,6 +160,7 @@ describe.skipIf(!!kubectlMissing)(`Kubernetes manifests${kubectlMissing ? ` (ski
       const container = pod.containers[0];
       const port = Number(one(objects, 'ConfigMap').data.PORT);
       expect(container.ports).toContainEqual({ name: 'http', containerPort: port, protocol: 'TCP' });
+      expect(deployment.spec.template.metadata.annotations['prometheus.io/port']).toBe(String(port));
       expect(container.startupProbe.httpGet).toEqual({ path: '/health/live', port: 'http' });
       expect(container.livenessProbe.httpGet).toEqual({ path: '/health/live', port: 'http' });
       expect(container.readinessProbe.httpGet).toEqual({ path: '/health/ready', port: 'http' });
@@ -202,11 +203,12 @@ describe.skipIf(!!kubectlMissing)(`Kubernetes manifests${kubectlMissing ? ` (ski
 
       const hpa = one(objects, 'HorizontalPodAutoscaler');
       expect(hpa.spec.scaleTargetRef).toEqual({ apiVersion: 'apps/v1', kind: 'Deployment', name: deployment.metadata.name });
-      expect(hpa.spec.metrics.map((m: { type: string }) => m.type).sort()).toEqual(['Pods', 'Resource']);
+      expect(hpa.spec.metrics.find((m: { type: string }) => m.type === 'Resource').resource.name).toBe('cpu');
       expect(hpa.spec.minReplicas).toBeLessThanOrEqual(hpa.spec.maxReplicas);
-      const podsMetric = hpa.spec.metrics.find((m: { type: string }) => m.type === 'Pods').pods.metric.name;
-      const adapterRules = parse(readFileSync(path.join(DEPLOY, 'k8s/prometheus-adapter-rules.yaml'), 'utf8'));
-      expect(adapterRules.rules.custom.map((r: { name: { as: string } }) => r.name.as)).toContain(podsMetric);
+      for (const metric of hpa.spec.metrics.filter((m: { type: string }) => m.type === 'Pods')) {
+        const adapterRules = parse(readFileSync(path.join(DEPLOY, 'k8s/prometheus-adapter-rules.yaml'), 'utf8'));
+        expect(adapterRules.rules.custom.map((r: { name: { as: string } }) => r.name.as)).toContain(metric.pods.metric.name);
+      }
 
       const ingress = one(objects, 'Ingress');
       const backend = ingress.spec.rules[0].http.paths[0].backend.service;
@@ -214,6 +216,9 @@ describe.skipIf(!!kubectlMissing)(`Kubernetes manifests${kubectlMissing ? ` (ski
       expect(ingress.spec.tls[0].hosts).toContain(ingress.spec.rules[0].host);
     }
     expect(one(overlays.prod, 'HorizontalPodAutoscaler').spec.minReplicas).toBeGreaterThanOrEqual(3);
+    // prod scales on connections too (with prometheus-adapter); dev on CPU alone.
+    expect(one(overlays.prod, 'HorizontalPodAutoscaler').spec.metrics.map((m: { type: string }) => m.type).sort()).toEqual(['Pods', 'Resource']);
+    expect(one(overlays.dev, 'HorizontalPodAutoscaler').spec.metrics.map((m: { type: string }) => m.type)).toEqual(['Resource']);
   });
 
   it('the Ingress keeps WebSockets open and SockJS sessions on one pod', () => {
