@@ -15,7 +15,7 @@ import { migrate } from './store/postgres/migrator.js';
 import { PostgresMessageStore } from './store/postgres/postgres-message-store.js';
 import type { SqlDatabase } from './store/postgres/sql-database.js';
 import { LocalProfileDirectory } from './profiles/local-profile-directory.js';
-import { createHttpProfileDirectory } from './profiles/http-profile-directory.js';
+import { HttpProfileDirectory } from './profiles/http-profile-directory.js';
 import { JwtTokenVerifier, type TokenVerifier } from './auth/token-verifier.js';
 import { DEV_AUDIENCE, DEV_ISSUER, DevTokenIssuer } from './auth/dev-token-issuer.js';
 import { Metrics } from './observability/metrics.js';
@@ -113,7 +113,16 @@ function buildProfiles(config: Config, db: SqlDatabase, logger: Logger, metrics:
     case 'local':
       return new LocalProfileDirectory(db);
     case 'http':
-      return createHttpProfileDirectory(profiles, { logger, registry: metrics.registry });
+      return new HttpProfileDirectory({
+        baseUrl: profiles.baseUrl,
+        privateKeyPem: profiles.privateKeyPem,
+        issuer: profiles.issuer,
+        audience: profiles.audience,
+        cacheTtlMs: profiles.cacheTtlMs,
+        cacheMax: profiles.cacheMax,
+        logger: logger.child({ component: 'profile-directory' }),
+        registry: metrics.registry,
+      });
     default:
       return assertNever(profiles);
   }

@@ -34,7 +34,6 @@ import {
 import { LRUCache } from 'lru-cache';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Logger } from 'pino';
-import type { ProfilesConfig } from '../config/config.js';
 import { ChatError } from '../chat/chat-errors.js';
 import type { Profile, ProfileDirectory } from '../chat/ports.js';
 import { isWellFormedText } from '../chat/text-rules.js';
@@ -318,21 +317,4 @@ function reasonOf(reason: unknown): string | undefined {
   if (typeof reason === 'object' && reason !== null && 'value' in reason) return 'unexpected result';
   if (reason instanceof Error) return reason.cause instanceof Error ? `${reason.message}: ${reason.cause.message}` : reason.message;
   return String(reason);
-}
-
-/** What the composition root calls for `profiles.kind === 'http'`. */
-export function createHttpProfileDirectory(
-  config: Extract<ProfilesConfig, { kind: 'http' }>,
-  deps: { logger: Logger; registry: Registry },
-): HttpProfileDirectory {
-  return new HttpProfileDirectory({
-    baseUrl: config.baseUrl,
-    privateKeyPem: config.privateKeyPem,
-    issuer: config.issuer,
-    audience: config.audience,
-    cacheTtlMs: config.cacheTtlMs,
-    cacheMax: config.cacheMax,
-    logger: deps.logger.child({ component: 'profile-directory' }),
-    registry: deps.registry,
-  });
 }
