@@ -6,7 +6,7 @@
  * installs it); skipped, and said so, where it is missing.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
@@ -14,13 +14,12 @@ import path from 'node:path';
 import { type WebSocket, WebSocketServer } from 'ws';
 import WebSocketClient from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEPLOY, missingTool } from './deploy-support.js';
+import { missingTool } from './deploy-support.js';
+import { CHAT_CONF, writeNginxConfig } from '../../tools/local-nginx.js';
 
 const nginxMissing = missingTool('nginx', ['-v'], 'apt-get install -y nginx; .ci/run does it');
 if (nginxMissing) console.warn(`\n*** SKIPPING the nginx config tests: ${nginxMissing} ***\n`);
 
-const CHAT_CONF = path.join(DEPLOY, 'nginx/chat.conf');
-const ipv6 = existsSync('/proc/net/if_inet6') && readFileSync('/proc/net/if_inet6', 'utf8').includes(' lo');
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -51,30 +50,7 @@ function upstream(name: string): Promise<{ server: http.Server; port: number }> 
 
 /** A main nginx.conf that includes chat.conf as deployed, with its upstream file beside it. */
 function writeConfig(dir: string, upstreamPorts: readonly number[], listenPort: number | undefined): string {
-  writeFileSync(path.join(dir, 'chat-upstreams.conf'), upstreamPorts.map((p) => `server 127.0.0.1:${p};`).join('\n') + '\n');
-  let chat = readFileSync(CHAT_CONF, 'utf8');
-  if (listenPort !== undefined) {
-    // The one edit: the port (8080 may be taken on this machine), and no IPv6 where there is none.
-    chat = chat.replace(/listen 8080;/, `listen 127.0.0.1:${listenPort};`).replace(/listen \[::\]:8080;/, ipv6 ? `listen [::1]:${listenPort};` : '');
-    expect(chat).not.toMatch(/8080/);
-  }
-  writeFileSync(path.join(dir, 'chat.conf'), chat);
-  const main = path.join(dir, 'nginx.conf');
-  writeFileSync(
-    main,
-    [
-      `pid ${dir}/nginx.pid;`,
-      'error_log stderr warn;',
-      'worker_processes 1;',
-      'events { worker_connections 256; }',
-      'http {',
-      '  access_log off;',
-      ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((t) => `  ${t}_temp_path ${dir}/${t}_temp;`),
-      `  include ${listenPort === undefined ? CHAT_CONF : path.join(dir, 'chat.conf')};`,
-      '}',
-    ].join('\n'),
-  );
-  return main;
+  return writeNginxConfig({ dir, upstreams: upstreamPorts.map((p) => `127.0.0.1:${p}`), listenPort, workerConnections: 256 });
 }
 
 describe.skipIf(!!nginxMissing)(`nginx load balancer config${nginxMissing ? ` (skipped: ${nginxMissing})` : ''}`, () => {
