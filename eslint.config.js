@@ -28,6 +28,12 @@ export default tseslint.config(
     rules: { 'no-restricted-imports': ['error', { patterns: [{ group: adapters, message: 'Transports import chat/, never adapters; wire in app.ts.' }] }] },
   },
   {
+    // Adapters meet through ports: the relay works the OutboxStore and EventBus, never the SQL.
+    files: ['src/outbox/**/*.ts'],
+    ignores: ['**/*.test.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [{ group: ['**/store/**'], message: 'Talk to the store through a port in chat/ports.ts; wire in app.ts.' }] }] },
+  },
+  {
     files: ['src/config/**/*.ts', 'test/**/*.ts', 'bench/**/*.ts', 'tools/**/*.ts', '**/*.test.ts', 'vitest.config.ts'],
     rules: { 'no-restricted-syntax': 'off' },
   },
