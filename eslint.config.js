@@ -28,8 +28,9 @@ export default tseslint.config(
     rules: { 'no-restricted-imports': ['error', { patterns: [{ group: adapters, message: 'Transports import chat/, never adapters; wire in app.ts.' }] }] },
   },
   {
-    // Adapters meet through ports: the relay works the OutboxStore and EventBus, never the SQL.
-    files: ['src/outbox/**/*.ts'],
+    // Adapters meet through ports: the relay works the OutboxStore and EventBus, profiles the
+    // ProfileDirectory; SQL stays in store/ (docs/architecture.md, "The dependency rule").
+    files: ['src/outbox/**/*.ts', 'src/profiles/**/*.ts'],
     ignores: ['**/*.test.ts'],
     rules: { 'no-restricted-imports': ['error', { patterns: [{ group: ['**/store/**'], message: 'Talk to the store through a port in chat/ports.ts; wire in app.ts.' }] }] },
   },

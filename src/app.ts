@@ -14,8 +14,8 @@ import { PgliteDatabase } from './store/postgres/pglite-database.js';
 import { migrate } from './store/postgres/migrator.js';
 import { PostgresMessageStore } from './store/postgres/postgres-message-store.js';
 import { PostgresOutboxStore } from './store/postgres/postgres-outbox-store.js';
+import { PostgresProfileDirectory } from './store/postgres/postgres-profile-directory.js';
 import type { SqlDatabase } from './store/postgres/sql-database.js';
-import { LocalProfileDirectory } from './profiles/local-profile-directory.js';
 import { createHttpProfileDirectory } from './profiles/http-profile-directory.js';
 import { JwtTokenVerifier, type TokenVerifier } from './auth/token-verifier.js';
 import { DEV_AUDIENCE, DEV_ISSUER, DevTokenIssuer } from './auth/dev-token-issuer.js';
@@ -109,7 +109,7 @@ function buildProfiles(config: Config, db: SqlDatabase, logger: Logger, metrics:
   const profiles = config.profiles;
   switch (profiles.kind) {
     case 'local':
-      return new LocalProfileDirectory(db);
+      return new PostgresProfileDirectory(db);
     case 'http':
       return createHttpProfileDirectory(profiles, { logger, registry: metrics.registry });
     default:
