@@ -404,6 +404,20 @@ function describeOutboxRelay(name: string, open: () => Promise<DbFixture>): void
       expect(row.dead).toBe(false);
     });
 
+    it('goes back to waiting for the poll once the retries it scheduled are done', async () => {
+      const bus = await newBus();
+      const [key] = newKeys(1);
+      bus.failWith = (k, attempt) => (k === key && attempt === 1 ? new Error('once') : undefined);
+      await insertRows(db, [key!]);
+      const relay = newRelay(bus, { backoff: () => 20, pollIntervalMs: 60_000 });
+      await relay.start();
+      await expect.poll(() => rowOf(db, key!).then((r) => r?.processed), { timeout: 10_000 }).toBe(true);
+      const cycles = relay.cycles;
+      // No retry waits and the poll is a minute away: nothing should run (it once ran every ~2 ms).
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(relay.cycles - cycles).toBeLessThanOrEqual(1);
+    });
+
     it('marks a poison row dead after 10 failed tries while the other rows flow', async () => {
       const bus = await newBus();
       const { logger, lines } = capturingLogger();

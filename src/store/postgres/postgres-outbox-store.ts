@@ -60,9 +60,13 @@ const RELEASE_SQL = `
 UPDATE chat_message_outbox SET next_retry_at = now()
  WHERE id = ANY($1::bigint[]) AND NOT processed AND NOT dead`;
 
-/** Milliseconds until the earliest retry is due (by the database's clock), or null when none waits. */
+/**
+ * Milliseconds until the earliest retry is due (by the database's clock, negative when overdue), or
+ * null when none waits. Not clamped here: greatest() ignores NULL, so greatest(0, …) over no rows
+ * gave 0, and a relay that had scheduled one retry then claimed every millisecond for good.
+ */
 const NEXT_RETRY_SQL = `
-SELECT greatest(0, extract(epoch FROM min(next_retry_at) - now()) * 1000)::float8 AS ms
+SELECT (extract(epoch FROM min(next_retry_at) - now()) * 1000)::float8 AS ms
   FROM chat_message_outbox
  WHERE NOT processed AND NOT dead AND retry_count > 0`;
 
@@ -140,7 +144,7 @@ export class PostgresOutboxStore implements OutboxStore {
   async nextRetryInMs(): Promise<number | null> {
     const rows = await this.db.query<{ ms: number | string | null }>(NEXT_RETRY_SQL);
     const ms = rows[0]?.ms;
-    return ms === null || ms === undefined ? null : Number(ms);
+    return ms === null || ms === undefined ? null : Math.max(0, Number(ms));
   }
 
   async prune(olderThanMs: number, limit: number): Promise<number> {
