@@ -13,8 +13,9 @@ import { PgDatabase, type PgDatabaseOptions } from './store/postgres/pg-database
 import { PgliteDatabase } from './store/postgres/pglite-database.js';
 import { migrate } from './store/postgres/migrator.js';
 import { PostgresMessageStore } from './store/postgres/postgres-message-store.js';
+import { PostgresOutboxStore } from './store/postgres/postgres-outbox-store.js';
+import { PostgresProfileDirectory } from './store/postgres/postgres-profile-directory.js';
 import type { SqlDatabase } from './store/postgres/sql-database.js';
-import { LocalProfileDirectory } from './profiles/local-profile-directory.js';
 import { HttpProfileDirectory } from './profiles/http-profile-directory.js';
 import { JwtTokenVerifier, type TokenVerifier } from './auth/token-verifier.js';
 import { DEV_AUDIENCE, DEV_ISSUER, DevTokenIssuer } from './auth/dev-token-issuer.js';
@@ -31,7 +32,7 @@ import { RealtimeEndpoints } from './realtime/realtime-endpoints.js';
 import { buildManagementServer, type ReadinessChecks } from './http/operations.js';
 import { compileTrustProxy } from './realtime/client-address.js';
 import type { StompConnectionOptions } from './realtime/stomp/stomp-connection.js';
-import { DEFAULT_OUTBOX_RELAY_OPTIONS, OutboxRelay, type OutboxRelayOptions, outboxCounts } from './outbox/outbox-relay.js';
+import { DEFAULT_OUTBOX_RELAY_OPTIONS, OutboxRelay, type OutboxRelayOptions } from './outbox/outbox-relay.js';
 
 export interface App {
   readonly config: Config;
@@ -111,7 +112,7 @@ function buildProfiles(config: Config, db: SqlDatabase, logger: Logger, metrics:
   const profiles = config.profiles;
   switch (profiles.kind) {
     case 'local':
-      return new LocalProfileDirectory(db);
+      return new PostgresProfileDirectory(db);
     case 'http':
       return new HttpProfileDirectory({
         baseUrl: profiles.baseUrl,
@@ -171,7 +172,9 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     const outboxOptions = { ...DEFAULT_OUTBOX_RELAY_OPTIONS, ...options.outbox };
     // Rows are written leased to this instance's relay for as long as one of its claims would be.
     const store = new PostgresMessageStore(db, config.instanceId, { leaseOutboxMs: outboxOptions.leaseMs });
-    metrics.outboxCounts = () => outboxCounts(db);
+    // Scrapes count through the main pool; the relay's small pool is sized for its own statements.
+    const outboxForMetrics = new PostgresOutboxStore(db);
+    metrics.outboxCounts = () => outboxForMetrics.counts();
 
     const devIssuer = config.auth.kind === 'dev' ? DevTokenIssuer.open(config.store.kind === 'pglite' && !config.store.dataDir ? undefined : config.dataDir) : undefined;
     const verifier = buildVerifier(config, devIssuer);
@@ -184,7 +187,8 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     const relayDb =
       config.store.kind === 'postgres' ? new PgDatabase({ ...options.database, url: config.store.url, poolSize: 4, logger, synchronousCommit: false }) : db;
     if (relayDb !== db) stack.push({ name: 'relay-database', stop: () => relayDb.close() });
-    const relay = new OutboxRelay({ db: relayDb, bus: options.faults?.relayBus?.(bus) ?? bus, metrics, logger, origin: config.instanceId, options: options.outbox });
+    const outbox = new PostgresOutboxStore(relayDb, { origin: config.instanceId });
+    const relay = new OutboxRelay({ store: outbox, bus: options.faults?.relayBus?.(bus) ?? bus, metrics, logger, options: options.outbox });
     store.onOutboxWritten((written) => relay.adopt(written));
     await relay.start();
     stack.push({ name: 'outbox', stop: () => relay.stop() });

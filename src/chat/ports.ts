@@ -1,6 +1,6 @@
 /**
- * The ports of the chat core. Adapters (store/, bus/, profiles/) implement them; chat/ talks to the
- * world only through them. Each doc comment is the contract that the port's shared contract test
+ * The ports of the chat core. Adapters (store/, bus/, queue/, profiles/) implement them; chat/ talks
+ * to the world only through them, and so does the outbox relay (OutboxStore, EventBus). Each doc comment is the contract that the port's shared contract test
  * suite checks against every implementation.
  */
 import type { ChatEvent } from './chat-events.js';
@@ -83,6 +83,94 @@ export interface EventBus {
   removeInterest(userEmail: string): void;
   /** True while the bus is connected and able to publish. */
   isHealthy(): boolean;
+}
+
+/**
+ * The outbox rows one commit wrote, as the store hands them to the local relay so it can publish
+ * them without claiming them. `lease` is what the rows are held by (the same for every row of the
+ * commit), in the form `OutboxStore.claim` returns and `markFailed` compares.
+ */
+export interface WrittenOutbox {
+  /** True when the rows were written leased to this instance; false: they are due for any relay. */
+  readonly leased: boolean;
+  readonly lease: string;
+  readonly rows: ReadonlyArray<{ id: string; payload: BusEnvelope; createdAt: Date }>;
+}
+
+/** An outbox row a relay holds under a lease: claimed by it, or written leased to its instance. */
+export interface LeasedOutboxRow {
+  readonly id: string;
+  /** As stored; rows written by another version may not have the envelope's shape, so check it. */
+  readonly payload: BusEnvelope;
+  readonly createdAt: Date;
+  /** Counted failures so far. */
+  readonly retryCount: number;
+  /** What the row is held by: opaque, compared exactly. */
+  readonly lease: string;
+}
+
+/** A failed publish of one leased row, as the relay records it. */
+export interface OutboxFailure {
+  readonly id: string;
+  /** The lease the relay held the row by when it tried. */
+  readonly lease: string;
+  /** Whether this failure counts against the row's retries (not when the bus, not the row, failed). */
+  readonly counted: boolean;
+  /** The row is due again this long from now. */
+  readonly delayMs: number;
+  readonly error: string;
+}
+
+/** A row `markFailed` updated: its retry count now, and whether that made it dead. */
+export interface RecordedOutboxFailure {
+  readonly id: string;
+  readonly retryCount: number;
+  readonly dead: boolean;
+}
+
+/**
+ * Why the store wakes a relay: another named instance committed rows, or an unnamed writer did (or
+ * notifications may have been missed, say while reconnecting): look at once.
+ */
+export type OutboxWake = 'other-instance' | 'unknown';
+
+/**
+ * The outbox table as the relay works it: the rows the MessageStore writes with each event, each
+ * published at least once, then pruned.
+ *
+ * - A row is due when it is neither processed nor dead and its due time has come, by the store's
+ *   own clock (the database's), never the caller's. Writers decide a new row's due time (now, or
+ *   leased to the instance that wrote it, see `WrittenOutbox`).
+ * - `claim(batchSize, leaseMs)` takes, atomically, up to `batchSize` due rows, lowest id first,
+ *   skipping (never waiting for) rows another transaction has locked, and leases them: none is due
+ *   again for `leaseMs`, so concurrent claims never return the same row while its lease holds. The
+ *   rows come back sorted by id, all with the same lease.
+ * - `markPublished(ids)` marks the rows processed (sent now, not dead) whatever lease holds them now:
+ *   they were published. Rows already processed are left as they are.
+ * - `markFailed(failures, maxRetries)` records each failure only while the lease it names still
+ *   holds (no claim or release since, not processed, not dead): retry count + 1 if counted, due again
+ *   after `delayMs`, the error kept, and dead once the retry count reaches `maxRetries`. It returns
+ *   the rows it updated; a row missing from the result was someone else's by then and is untouched.
+ * - `release(ids)` makes those of the rows not processed and not dead due now, for any relay.
+ * - `nextRetryInMs()` is the time until the earliest pending row that has failed before is due
+ *   (0 when overdue), or null when none waits.
+ * - `prune(olderThanMs, limit)` deletes up to `limit` processed rows published more than
+ *   `olderThanMs` ago (skipping locked ones) and returns how many; pending and dead rows stay.
+ * - `counts()`: pending rows (not processed, not dead, leased or not) and dead rows.
+ * - `subscribe(handler)` resolves once listening (rejects when it cannot; the caller tries again
+ *   later) and calls the handler when rows may have been written by someone else, never for the
+ *   commits of this store's own instance (those reach the relay through `WrittenOutbox`). The
+ *   returned function stops it. Empty arrays are accepted everywhere and touch nothing.
+ */
+export interface OutboxStore {
+  claim(batchSize: number, leaseMs: number): Promise<LeasedOutboxRow[]>;
+  markPublished(ids: readonly string[]): Promise<void>;
+  markFailed(failures: readonly OutboxFailure[], maxRetries: number): Promise<RecordedOutboxFailure[]>;
+  release(ids: readonly string[]): Promise<void>;
+  nextRetryInMs(): Promise<number | null>;
+  prune(olderThanMs: number, limit: number): Promise<number>;
+  counts(): Promise<{ pending: number; dead: number }>;
+  subscribe(handler: (wake: OutboxWake) => void): Promise<() => Promise<void>>;
 }
 
 /** A send taken in while it could not be stored at once, as the client sent it (checked again when stored). */

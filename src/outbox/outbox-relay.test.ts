@@ -17,8 +17,10 @@ import { migrate } from '../store/postgres/migrator.js';
 import { PgDatabase } from '../store/postgres/pg-database.js';
 import { PgliteDatabase } from '../store/postgres/pglite-database.js';
 import { OUTBOX_CHANNEL, PostgresMessageStore } from '../store/postgres/postgres-message-store.js';
+import { PostgresOutboxStore } from '../store/postgres/postgres-outbox-store.js';
 import type { SqlDatabase } from '../store/postgres/sql-database.js';
-import { defaultBackoff, OutboxRelay, outboxCounts, type OutboxRelayOptions } from './outbox-relay.js';
+import { OutboxRelay, type OutboxRelayOptions } from './outbox-relay.js';
+import { defaultBackoff } from './retry-policy.js';
 
 const silent = pino({ level: 'silent' });
 
@@ -183,6 +185,8 @@ function capturingLogger(): { logger: Logger; lines: LogLine[] } {
   return { logger, lines };
 }
 
+const outboxCounts = (db: SqlDatabase): Promise<{ pending: number; dead: number }> => new PostgresOutboxStore(db).counts();
+
 const quantile = (sorted: number[], q: number): number => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]!;
 
 // --- the suite, run on each database ----------------------------------------------------------------
@@ -229,7 +233,7 @@ function describeOutboxRelay(name: string, open: () => Promise<DbFixture>): void
 
     function newRelay(bus: EventBus, options: Partial<OutboxRelayOptions> = {}, extra: { db?: SqlDatabase; logger?: Logger; metrics?: Metrics } = {}): OutboxRelay {
       const relay = new OutboxRelay({
-        db: extra.db ?? db,
+        store: new PostgresOutboxStore(extra.db ?? db),
         bus,
         metrics: extra.metrics ?? new Metrics({ defaultMetrics: false }),
         logger: extra.logger ?? silent,
@@ -296,7 +300,13 @@ function describeOutboxRelay(name: string, open: () => Promise<DbFixture>): void
 
     it('leaves its own instance\u2019s NOTIFY to wake(), and looks after another instance\u2019s only after a pause', async () => {
       const bus = await newBus();
-      const relay = new OutboxRelay({ db, bus, metrics: new Metrics({ defaultMetrics: false }), logger: silent, origin: 'me', options: { pollIntervalMs: 60_000, remoteWakeDelayMs: 300 } });
+      const relay = new OutboxRelay({
+        store: new PostgresOutboxStore(db, { origin: 'me' }),
+        bus,
+        metrics: new Metrics({ defaultMetrics: false }),
+        logger: silent,
+        options: { pollIntervalMs: 60_000, remoteWakeDelayMs: 300 },
+      });
       relays.push(relay);
       await relay.start();
       await settled(relay, bus);
@@ -392,6 +402,20 @@ function describeOutboxRelay(name: string, open: () => Promise<DbFixture>): void
       const row = (await rowOf(db, key!))!;
       expect(row.retry_count).toBe(3);
       expect(row.dead).toBe(false);
+    });
+
+    it('goes back to waiting for the poll once the retries it scheduled are done', async () => {
+      const bus = await newBus();
+      const [key] = newKeys(1);
+      bus.failWith = (k, attempt) => (k === key && attempt === 1 ? new Error('once') : undefined);
+      await insertRows(db, [key!]);
+      const relay = newRelay(bus, { backoff: () => 20, pollIntervalMs: 60_000 });
+      await relay.start();
+      await expect.poll(() => rowOf(db, key!).then((r) => r?.processed), { timeout: 10_000 }).toBe(true);
+      const cycles = relay.cycles;
+      // No retry waits and the poll is a minute away: nothing should run (it once ran every ~2 ms).
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(relay.cycles - cycles).toBeLessThanOrEqual(1);
     });
 
     it('marks a poison row dead after 10 failed tries while the other rows flow', async () => {
@@ -747,8 +771,8 @@ describe.skipIf(!infra.postgresUrl)('on PostgreSQL', () => {
       const busB = new ScriptedBus(new MemoryEventBus(), log, 'B');
       await Promise.all([busA.start(), busB.start()]);
       const options = { batchSize: 50, leaseMs: 120_000, publishBatchSize: 8, pollIntervalMs: 60_000, publishTimeoutMs: 60_000 };
-      const relayA = new OutboxRelay({ db: fx.db, bus: busA, metrics: new Metrics({ defaultMetrics: false }), logger: silent, options });
-      const relayB = new OutboxRelay({ db: fx.other, bus: busB, metrics: new Metrics({ defaultMetrics: false }), logger: silent, options });
+      const relayA = new OutboxRelay({ store: new PostgresOutboxStore(fx.db), bus: busA, metrics: new Metrics({ defaultMetrics: false }), logger: silent, options });
+      const relayB = new OutboxRelay({ store: new PostgresOutboxStore(fx.other), bus: busB, metrics: new Metrics({ defaultMetrics: false }), logger: silent, options });
       try {
         await Promise.all([relayA.start(), relayB.start()]);
         // Written in 20 commits through another connection; each NOTIFY wakes both relays.

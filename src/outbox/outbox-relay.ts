@@ -1,30 +1,31 @@
 /**
- * The outbox relay (docs/architecture.md, "The path of a message"): moves events from `chat_message_outbox` to the EventBus.
+ * The outbox relay (docs/architecture.md, "The path of a message"): moves events from the outbox
+ * (the OutboxStore port) to the EventBus. It owns the loop and its timing; the store owns the SQL
+ * (src/store/postgres/postgres-outbox-store.ts), the retry policy is in retry-policy.ts.
  *
  * Cycle: claim → publish → mark. Rows this instance just wrote come without the claim: the store
  * writes them leased to this instance and hands them over (`adopt`), and the relay publishes them
  * from memory right after the commit; only what it did not write, or could not publish, is claimed.
- *  1. Claim, in one statement (so one short transaction): the due rows, oldest id first,
- *     `FOR UPDATE SKIP LOCKED`, leased by pushing `next_retry_at` to now + leaseMs. A relay that
- *     dies mid-batch leaves its rows to whichever relay finds them due after the lease.
+ *  1. Claim (`OutboxStore.claim`, one short transaction): the due rows, oldest id first, skipping
+ *     locked ones, leased for leaseMs. A relay that dies mid-batch leaves its rows to whichever
+ *     relay finds them due after the lease.
  *  2. Publish every claimed envelope through the bus, concurrently (bounded), each with a timeout.
- *  3. Mark, in two batched statements: published rows `processed`; failed rows `retry_count + 1`,
- *     `next_retry_at = now + backoff(retry_count)`, `last_error`, and `dead` once retry_count
- *     reaches maxRetries (logged and counted). A failure never holds back the other rows.
- *  A full batch loops at once; otherwise the relay sleeps until `wake()` (local commit), a NOTIFY on
- *  `chat_outbox` from another instance (debounced: that instance's own relay is woken at once and
+ *  3. Mark, in two batched calls: published rows processed; failed rows as the retry policy says
+ *     (retry-policy.ts: counted or not, due again after the backoff, dead once the retries are
+ *     exhausted, logged and counted). A failure never holds back the other rows.
+ *  A full batch loops at once; otherwise the relay sleeps until `wake()` (local commit), the store's
+ *  wake-up for another instance's commit (debounced: that instance's own relay is woken at once and
  *  normally claims its rows first; this is the net for a relay that is slow or gone), the earliest
  *  retry it scheduled, or the poll interval.
  *  Every pruneIntervalMs it deletes processed rows older than pruneAfterMs, in small batches.
  *
- * Lifecycle: construct → `start()` (LISTEN, first cycle at once) → `wake()` any number of times →
- * `stop()` (idempotent: stops listening, lets the in-flight batch finish publishing and marking,
- * then resolves). The relay does not own the bus or the database: start it after both, stop it
- * before both.
+ * Lifecycle: construct → `start()` (subscribe to the store's wake-ups, first cycle at once) →
+ * `wake()` any number of times → `stop()` (idempotent: stops listening, lets the in-flight batch
+ * finish publishing and marking, then resolves). The relay does not own the bus or the store's
+ * database: start it after both, stop it before both.
  *
  * Invariants:
- * - No transaction is open while publishing; the relay never queries inside a transaction
- *   callback (PGlite is one connection and would wait for itself).
+ * - No transaction is open while publishing: every store call is its own short transaction.
  * - At least once: a row is marked processed only after a publish of it resolved (by this relay
  *   or, when leases overlapped, by another). Duplicates are allowed (a lease that expired while a
  *   slow publish was still running); clients de-duplicate by messageId and seq.
@@ -40,10 +41,20 @@
  */
 import type { Logger } from 'pino';
 import { asBusEnvelope } from '../chat/bus-envelope.js';
-import { systemClock, type BusEnvelope, type Clock, type EventBus, type PublishBatchOptions } from '../chat/ports.js';
+import {
+  systemClock,
+  type BusEnvelope,
+  type Clock,
+  type EventBus,
+  type LeasedOutboxRow,
+  type OutboxStore,
+  type OutboxWake,
+  type PublishBatchOptions,
+  type RecordedOutboxFailure,
+  type WrittenOutbox,
+} from '../chat/ports.js';
 import type { Metrics } from '../observability/metrics.js';
-import { OUTBOX_CHANNEL, type WrittenOutbox } from '../store/postgres/postgres-message-store.js';
-import type { Queryable, SqlDatabase } from '../store/postgres/sql-database.js';
+import { type Backoff, defaultBackoff, RetryPolicy } from './retry-policy.js';
 
 export interface OutboxRelayOptions {
   /** Rows claimed per cycle. Default 500. */
@@ -55,7 +66,7 @@ export interface OutboxRelayOptions {
   /** Failed attempts after which a row is dead. Default 10. */
   maxRetries: number;
   /** Delay before attempt n+1 after the n-th failure (n ≥ 1), in ms. Default `defaultBackoff`. */
-  backoff: (failures: number) => number;
+  backoff: Backoff;
   /** Processed rows older than this (since sent_at) are deleted. Default 60 s. */
   pruneAfterMs: number;
   /** How often to prune. Default 10 s. */
@@ -77,19 +88,13 @@ export interface OutboxRelayOptions {
 }
 
 export interface OutboxRelayDeps {
-  db: SqlDatabase;
+  /** Where the rows are; its wake-ups already leave out this instance's own commits. */
+  store: OutboxStore;
   bus: EventBus;
   metrics: Metrics;
   logger: Logger;
   clock?: Clock;
-  /** This instance's NOTIFY payload (see PostgresMessageStore): its own notifications are ignored. */
-  origin?: string;
   options?: Partial<OutboxRelayOptions>;
-}
-
-/** min(60 s, 2^n s) after the n-th failure (docs/architecture.md). */
-export function defaultBackoff(failures: number): number {
-  return Math.min(60_000, 2 ** failures * 1000);
 }
 
 export const DEFAULT_OUTBOX_RELAY_OPTIONS: Readonly<OutboxRelayOptions> = Object.freeze({
@@ -107,97 +112,12 @@ export const DEFAULT_OUTBOX_RELAY_OPTIONS: Readonly<OutboxRelayOptions> = Object
   remoteWakeDelayMs: 100,
 });
 
-/** Outbox rows not yet published (and not dead), and dead rows: for /metrics and readiness. */
-export async function outboxCounts(db: Queryable): Promise<{ pending: number; dead: number }> {
-  // Two counts so the pending one can use the partial index on unpublished rows.
-  const rows = await db.query<{ pending: string | number; dead: string | number }>(
-    `SELECT (SELECT count(*) FROM chat_message_outbox WHERE NOT processed AND NOT dead) AS pending,
-            (SELECT count(*) FROM chat_message_outbox WHERE dead) AS dead`,
-  );
-  return { pending: Number(rows[0]?.pending ?? 0), dead: Number(rows[0]?.dead ?? 0) };
-}
+type Attempt = { row: LeasedOutboxRow; ok: true } | { row: LeasedOutboxRow; ok: false; error: unknown };
 
-// --- SQL (literal, reviewed; runs on PostgreSQL 15 and PGlite) ---------------------------------
-
-/**
- * One statement = one short transaction. `= ANY (ARRAY(…))` runs the locking subquery once, first,
- * and then updates by primary key: written as a join, the planner (guessing thousands of due rows)
- * hashed the whole table, processed rows included, on every claim — after a burst that made claims
- * the largest CPU cost of PostgreSQL at a steady 500 msg/s (docs/benchmarks.md).
- * `lease` identifies this claim: the exact next_retry_at it wrote, in epoch microseconds (exact,
- * unlike a JS Date); it is the same for every row of the claim (now() is per transaction).
- */
-const CLAIM_SQL = `
-UPDATE chat_message_outbox AS o
-   SET next_retry_at = now() + $2::double precision * interval '1 millisecond'
- WHERE o.id = ANY (ARRAY(
-         SELECT id FROM chat_message_outbox
-          WHERE NOT processed AND NOT dead AND next_retry_at <= now()
-          ORDER BY id
-          LIMIT $1
-          FOR UPDATE SKIP LOCKED))
-RETURNING o.id, o.payload, o.created_at, o.retry_count,
-          (extract(epoch FROM o.next_retry_at) * 1000000)::bigint::text AS lease`;
-
-/** Not conditioned on the lease: the row was published, whoever holds it now. */
-const MARK_PUBLISHED_SQL = `
-UPDATE chat_message_outbox
-   SET processed = true, sent_at = now(), dead = false
- WHERE id = ANY($1::bigint[]) AND NOT processed`;
-
-/** Only while our lease holds (next_retry_at is still what our claim wrote). */
-const MARK_FAILED_SQL = `
-UPDATE chat_message_outbox AS o
-   SET retry_count = o.retry_count + f.counted,
-       next_retry_at = now() + f.delay_ms * interval '1 millisecond',
-       last_error = f.error,
-       dead = o.retry_count + f.counted >= $4
-  FROM unnest($1::bigint[], $2::int[], $3::double precision[], $5::text[], $6::bigint[]) AS f(id, counted, delay_ms, error, lease)
- WHERE o.id = f.id AND NOT o.processed AND NOT o.dead
-   AND (extract(epoch FROM o.next_retry_at) * 1000000)::bigint = f.lease
-RETURNING o.id, o.retry_count, o.dead`;
-
-/** Leased to this instance at insert, never published by it: due now for any relay. */
-const RELEASE_SQL = `
-UPDATE chat_message_outbox SET next_retry_at = now()
- WHERE id = ANY($1::bigint[]) AND NOT processed AND NOT dead`;
-
-/** Milliseconds until the earliest retry is due (by the database's clock), or null when none waits. */
-const NEXT_RETRY_SQL = `
-SELECT greatest(0, extract(epoch FROM min(next_retry_at) - now()) * 1000)::float8 AS ms
-  FROM chat_message_outbox
- WHERE NOT processed AND NOT dead AND retry_count > 0`;
-
-const PRUNE_SQL = `
-WITH gone AS (
-  DELETE FROM chat_message_outbox
-   WHERE id = ANY (ARRAY(
-           SELECT id FROM chat_message_outbox
-            WHERE processed AND sent_at < now() - $1::double precision * interval '1 millisecond'
-            ORDER BY id
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED))
-  RETURNING 1
-)
-SELECT count(*)::int AS n FROM gone`;
-
-// -------------------------------------------------------------------------------------------------
-
-interface ClaimedRow {
-  id: string;
-  payload: BusEnvelope;
-  createdAt: Date;
-  retryCount: number;
-  /** The claim (or the commit that wrote the row leased) this relay holds the row by. */
-  lease: string;
-}
-
-type Attempt = { row: ClaimedRow; ok: true } | { row: ClaimedRow; ok: false; error: unknown };
-
-/** The outcome of a batch, kept until the database has recorded it. */
+/** The outcome of a batch, kept until the store has recorded it. */
 interface PendingMark {
   published: string[];
-  failed: Array<{ row: ClaimedRow; counted: boolean; delayMs: number; error: string }>;
+  failed: Array<{ row: LeasedOutboxRow; counted: boolean; delayMs: number; error: string }>;
 }
 
 type CycleOutcome = 'idle' | 'partial' | 'full' | 'bus-down';
@@ -216,13 +136,13 @@ const LISTEN_RETRY_MS = 10_000;
 const MAX_ADOPTED_ROWS = 10_000;
 
 export class OutboxRelay {
-  private readonly db: SqlDatabase;
+  private readonly store: OutboxStore;
   private readonly bus: EventBus;
   private readonly metrics: Metrics;
   private readonly log: Logger;
   private readonly clock: Clock;
   private readonly opts: OutboxRelayOptions;
-  private readonly origin: string | undefined;
+  private readonly retries: RetryPolicy;
 
   private state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   private starting: Promise<void> | undefined;
@@ -249,14 +169,14 @@ export class OutboxRelay {
   private cycleCount = 0;
 
   constructor(deps: OutboxRelayDeps) {
-    this.db = deps.db;
+    this.store = deps.store;
     this.bus = deps.bus;
     this.metrics = deps.metrics;
     this.log = deps.logger.child({ component: 'outbox-relay' });
     this.clock = deps.clock ?? systemClock;
-    this.origin = deps.origin;
     this.opts = { ...DEFAULT_OUTBOX_RELAY_OPTIONS, ...deps.options };
     validate(this.opts);
+    this.retries = new RetryPolicy(this.opts.maxRetries, this.opts.backoff, (err) => this.log.error({ err }, 'backoff function threw; using the default'));
     if (this.opts.publishTimeoutMs === 0 || this.opts.publishTimeoutMs >= this.opts.leaseMs) {
       this.log.warn(
         { leaseMs: this.opts.leaseMs, publishTimeoutMs: this.opts.publishTimeoutMs },
@@ -320,8 +240,8 @@ export class OutboxRelay {
 
   private async startOnce(): Promise<void> {
     this.state = 'running';
-    // Listen before the first cycle: a row committed between that cycle's claim and LISTEN taking
-    // effect would otherwise wait for the poll.
+    // Listen before the first cycle: a row committed between that cycle's claim and the
+    // subscription taking effect would otherwise wait for the poll.
     await this.ensureListening();
     this.loop = this.run().catch((err: unknown) => {
       // run() catches everything it expects; this is a bug, not an outage. Say so loudly.
@@ -362,7 +282,7 @@ export class OutboxRelay {
     this.adoptedRows = 0;
     if (ids.length === 0) return;
     try {
-      await this.db.query(RELEASE_SQL, [ids]);
+      await this.store.release(ids);
     } catch (err) {
       this.log.warn({ err, rows: ids.length }, 'could not release unpublished outbox rows; they are claimed when their lease ends');
     }
@@ -371,23 +291,22 @@ export class OutboxRelay {
   private async ensureListening(): Promise<void> {
     if (this.unlisten || this.clock.now().getTime() < this.nextListenAttemptAt) return;
     try {
-      const unlisten = await this.db.listen(OUTBOX_CHANNEL, (payload) => this.notified(payload));
+      const unlisten = await this.store.subscribe((wake) => this.notified(wake));
       if (this.state === 'running') this.unlisten = unlisten;
       else await unlisten();
     } catch (err) {
       this.nextListenAttemptAt = this.clock.now().getTime() + LISTEN_RETRY_MS;
-      this.log.warn({ err, channel: OUTBOX_CHANNEL }, 'LISTEN failed; relying on polling until it works');
+      this.log.warn({ err }, 'LISTEN failed; relying on polling until it works');
     }
   }
 
   /**
-   * A commit somewhere wrote outbox rows. Ours came through wake() already; another named instance's
-   * are its own relay's first; an unnamed notification (a writer that does not say, or the LISTEN
-   * connection coming back after missing some) wakes at once.
+   * A commit somewhere else wrote outbox rows (ours come through adopt() and wake(), and the store
+   * does not report them). Another named instance's are its own relay's first; an unknown writer,
+   * or notifications possibly missed, wake at once.
    */
-  private notified(origin: string): void {
-    if (origin === '') return this.wake();
-    if (origin === this.origin) return;
+  private notified(wake: OutboxWake): void {
+    if (wake === 'unknown') return this.wake();
     if (this.remoteWake || this.state !== 'running') return;
     this.remoteWake = setTimeout(() => {
       this.remoteWake = undefined;
@@ -428,22 +347,21 @@ export class OutboxRelay {
   }
 
   /**
-   * The poll interval, or less when a retry falls due sooner. The delay comes from the database
-   * because the claim compares next_retry_at with the database's clock, not ours (PGlite's and a
+   * The poll interval, or less when a retry falls due sooner. The delay comes from the store
+   * because the claim compares due times with the database's clock, not ours (PGlite's and a
    * server's clock can be milliseconds off Node's; a timer set by ours would wake to find nothing).
    */
   private async idleDelay(): Promise<number> {
     if (!this.retriesScheduled) return this.opts.pollIntervalMs;
     try {
-      const rows = await this.db.query<{ ms: number | string | null }>(NEXT_RETRY_SQL);
-      const ms = rows[0]?.ms;
-      if (ms === null || ms === undefined || Number(ms) >= this.opts.pollIntervalMs) {
+      const ms = await this.store.nextRetryInMs();
+      if (ms === null || ms >= this.opts.pollIntervalMs) {
         this.retriesScheduled = false;
         return this.opts.pollIntervalMs;
       }
       // +1: timestamps are microseconds, timers milliseconds; never spin on a row due "now" that a
       // concurrent claim holds.
-      return Math.max(1, Math.ceil(Number(ms)) + 1);
+      return Math.max(1, Math.ceil(ms) + 1);
     } catch (err) {
       this.log.debug({ err }, 'could not read the next retry time; waiting for the poll');
       return this.opts.pollIntervalMs;
@@ -484,7 +402,7 @@ export class OutboxRelay {
     this.busDown = false;
 
     // Every commit handed over since the last cycle, up to a batch: one publish and one mark for all.
-    const rows: ClaimedRow[] = [];
+    const rows: LeasedOutboxRow[] = [];
     while (this.adopted.length > 0 && rows.length < this.opts.batchSize) {
       const written = this.adopted.shift()!;
       this.adoptedRows -= written.rows.length;
@@ -502,7 +420,7 @@ export class OutboxRelay {
     if (!this.claimDue && now - this.lastClaimAt < this.opts.pollIntervalMs) return more ? 'full' : written ? 'partial' : 'idle';
     this.claimDue = false;
     this.lastClaimAt = now;
-    const claim = await this.claim();
+    const claim = await this.store.claim(this.opts.batchSize, this.opts.leaseMs);
     if (claim.length === 0) return more ? 'full' : written ? 'partial' : 'idle';
     this.pendingMark = this.toMark(await this.publishAll(claim));
     await this.flushMark();
@@ -510,23 +428,13 @@ export class OutboxRelay {
     return claim.length >= this.opts.batchSize || more ? 'full' : 'partial';
   }
 
-  private async claim(): Promise<ClaimedRow[]> {
-    const rows = await this.db.query<{ id: string | number; payload: BusEnvelope; created_at: Date; retry_count: number; lease: string }>(CLAIM_SQL, [
-      this.opts.batchSize,
-      this.opts.leaseMs,
-    ]);
-    return rows
-      .map((r) => ({ id: String(r.id), payload: r.payload, createdAt: r.created_at, retryCount: Number(r.retry_count), lease: r.lease }))
-      .sort((a, b) => compareIds(a.id, b.id));
-  }
-
   /**
    * Publishes in id order, `publishBatchSize` events per bus batch, the batches at once; never
    * rejects. A row whose payload is not an envelope fails alone, before the batch is sent.
    */
-  private async publishAll(rows: ClaimedRow[], options: PublishBatchOptions = {}): Promise<Attempt[]> {
+  private async publishAll(rows: LeasedOutboxRow[], options: PublishBatchOptions = {}): Promise<Attempt[]> {
     const attempts: Attempt[] = [];
-    const chunks: ClaimedRow[][] = [];
+    const chunks: LeasedOutboxRow[][] = [];
     for (const row of rows) {
       if (!asBusEnvelope(row.payload)) {
         attempts.push({ row, ok: false, error: new TypeError('outbox payload is not a bus envelope') });
@@ -581,8 +489,8 @@ export class OutboxRelay {
   }
 
   private toMark(attempts: Attempt[]): PendingMark {
-    // A failure seen while the bus says it is down is the outage, not the row: no retry counted.
-    const counted = this.bus.isHealthy();
+    // Asked once per batch: the bus going down during it decides for all its failures.
+    const busHealthy = this.bus.isHealthy();
     const mark: PendingMark = { published: [], failed: [] };
     let logged = 0;
     for (const attempt of attempts) {
@@ -590,45 +498,27 @@ export class OutboxRelay {
         mark.published.push(attempt.row.id);
         continue;
       }
-      const failures = attempt.row.retryCount + (counted ? 1 : 0);
-      const delayMs = counted ? this.backoffFor(failures) : 0;
+      const { counted, failures, delayMs } = this.retries.afterFailure(attempt.row.retryCount, busHealthy);
       mark.failed.push({ row: attempt.row, counted, delayMs, error: errorText(attempt.error) });
       if (logged++ < MAX_LOGGED_FAILURES_PER_BATCH) {
         this.log.warn({ outboxId: attempt.row.id, retryCount: failures, retryInMs: delayMs, err: attempt.error }, 'publish failed, will retry');
       }
     }
     if (logged > MAX_LOGGED_FAILURES_PER_BATCH) this.log.warn({ failed: logged, logged: MAX_LOGGED_FAILURES_PER_BATCH }, 'more publishes failed in this batch');
-    if (mark.failed.length > 0 && !counted) this.log.warn({ failed: mark.failed.length }, 'bus went down during the batch; failed rows released without counting a retry');
+    if (mark.failed.length > 0 && !busHealthy) this.log.warn({ failed: mark.failed.length }, 'bus went down during the batch; failed rows released without counting a retry');
     return mark;
   }
 
-  /** A misbehaving custom backoff must not lose a batch's outcome: fall back to the default. */
-  private backoffFor(failures: number): number {
-    try {
-      const ms = this.opts.backoff(failures);
-      if (Number.isFinite(ms) && ms >= 0) return ms;
-    } catch (err) {
-      this.log.error({ err }, 'backoff function threw; using the default');
-    }
-    return defaultBackoff(failures);
-  }
-
-  /** Records pendingMark; on a database error keeps it for the next cycle and throws. */
+  /** Records pendingMark; on a store error keeps it for the next cycle and throws. */
   private async flushMark(): Promise<void> {
     const mark = this.pendingMark;
     if (!mark) return;
     const [published, failed] = await Promise.allSettled([
-      mark.published.length > 0 ? this.db.query(MARK_PUBLISHED_SQL, [mark.published]) : Promise.resolve([]),
-      mark.failed.length > 0
-        ? this.db.query<{ id: string | number; retry_count: number; dead: boolean }>(MARK_FAILED_SQL, [
-            mark.failed.map((f) => f.row.id),
-            mark.failed.map((f) => (f.counted ? 1 : 0)),
-            mark.failed.map((f) => f.delayMs),
-            this.opts.maxRetries,
-            mark.failed.map((f) => f.error),
-            mark.failed.map((f) => f.row.lease),
-          ])
-        : Promise.resolve([]),
+      this.store.markPublished(mark.published),
+      this.store.markFailed(
+        mark.failed.map((f) => ({ id: f.row.id, lease: f.row.lease, counted: f.counted, delayMs: f.delayMs, error: f.error })),
+        this.retries.maxRetries,
+      ),
     ]);
     if (published.status === 'fulfilled') mark.published = [];
     if (failed.status === 'fulfilled') {
@@ -640,14 +530,14 @@ export class OutboxRelay {
     this.pendingMark = undefined;
   }
 
-  private afterFailuresMarked(failed: PendingMark['failed'], updated: Array<{ id: string | number; retry_count: number; dead: boolean }>): void {
+  private afterFailuresMarked(failed: PendingMark['failed'], updated: readonly RecordedOutboxFailure[]): void {
     const byId = new Map(failed.map((f) => [f.row.id, f]));
     for (const row of updated) {
-      const f = byId.get(String(row.id));
+      const f = byId.get(row.id);
       if (!f) continue;
       if (row.dead) {
         this.metrics.outboxDeadTotal.inc();
-        this.log.error({ outboxId: String(row.id), retryCount: Number(row.retry_count), err: f.error }, 'outbox row is dead: retries exhausted, it will not be published');
+        this.log.error({ outboxId: row.id, retryCount: row.retryCount, err: f.error }, 'outbox row is dead: retries exhausted, it will not be published');
         continue;
       }
       this.retriesScheduled = true;
@@ -672,8 +562,7 @@ export class OutboxRelay {
     let total = 0;
     try {
       for (let i = 0; i < MAX_PRUNE_STATEMENTS_PER_RUN && this.state === 'running'; i++) {
-        const rows = await this.db.query<{ n: number }>(PRUNE_SQL, [this.opts.pruneAfterMs, this.opts.pruneBatchSize]);
-        const n = Number(rows[0]?.n ?? 0);
+        const n = await this.store.prune(this.opts.pruneAfterMs, this.opts.pruneBatchSize);
         total += n;
         if (n < this.opts.pruneBatchSize) break;
       }
@@ -693,10 +582,6 @@ function validate(o: OutboxRelayOptions): void {
     if (!Number.isFinite(o[key]) || o[key] < 0) throw new RangeError(`OutboxRelay: ${key} must be a number ≥ 0, got ${o[key]}`);
   }
   if (typeof o.backoff !== 'function') throw new TypeError('OutboxRelay: backoff must be a function');
-}
-
-function compareIds(a: string, b: string): number {
-  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
 }
 
 function errorText(err: unknown): string {

@@ -14,9 +14,9 @@ import { ChatService } from '../../src/chat/chat-service.js';
 import { systemClock } from '../../src/chat/ports.js';
 import { MemoryEventBus } from '../../src/bus/memory-event-bus.js';
 import { createLogger } from '../../src/observability/logger.js';
-import { LocalProfileDirectory } from '../../src/profiles/local-profile-directory.js';
 import { PgDatabase } from '../../src/store/postgres/pg-database.js';
 import { PostgresMessageStore } from '../../src/store/postgres/postgres-message-store.js';
+import { PostgresProfileDirectory } from '../../src/store/postgres/postgres-profile-directory.js';
 import { createTestDatabase, infra, type TestDatabase } from '../support/infra.js';
 import { connectStomp, type StompTransportKind, type TestStompClient } from '../support/stomp-client.js';
 import type { TestApp } from '../support/test-app.js';
@@ -185,7 +185,7 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('two instances, one se
     const logger = createLogger('silent');
     const db = new PgDatabase({ url: shared.databaseUrl, poolSize: 2, logger });
     const bus = new MemoryEventBus();
-    const writer = new ChatService({ store: new PostgresMessageStore(db), profiles: new LocalProfileDirectory(db), bus, clock: systemClock, maxContentChars: 4000 });
+    const writer = new ChatService({ store: new PostgresMessageStore(db), profiles: new PostgresProfileDirectory(db), bus, clock: systemClock, maxContentChars: 4000 });
     try {
       const latencies: number[] = [];
       for (let i = 0; i < 10; i++) {

@@ -18,6 +18,7 @@ import type {
   ReceiptUpdate,
   SessionRecord,
   SessionSummary,
+  WrittenOutbox,
 } from '../../chat/ports.js';
 import { sessionTopic } from '../../chat/chat-events.js';
 import { type BatchOutcome, GroupCommitter } from './group-committer.js';
@@ -28,17 +29,6 @@ export const OUTBOX_CHANNEL = 'chat_outbox';
 
 type AppendResult = { message: MessageRecord; created: boolean };
 
-/**
- * The outbox rows one commit wrote, as the local relay takes them over without claiming them
- * (see `leaseOutboxMs`). `lease` is their next_retry_at in epoch microseconds, the same for every
- * row of the commit (now() is per transaction), in the form the relay's claims use.
- */
-export interface WrittenOutbox {
-  /** True when the rows were written leased to this instance; false: they are due for any relay. */
-  readonly leased: boolean;
-  readonly lease: string;
-  readonly rows: ReadonlyArray<{ id: string; payload: BusEnvelope; createdAt: Date }>;
-}
 
 interface QueuedRow {
   id: string;
@@ -439,7 +429,11 @@ function repeatOutcome(stored: MessageRecord, item: AppendMessage): BatchOutcome
   return { ok: true, value: { message: stored, created: false } };
 }
 
-/** The outbox row as the store tells the relay about it; `key` finds its envelope (the message id). */
+/**
+ * The outbox row as the store tells the relay about it; `key` finds its envelope (the message id).
+ * `lease` is its next_retry_at in epoch microseconds, the same for every row of the commit (now()
+ * is per transaction): the form PostgresOutboxStore's claims return and its markFailed compares.
+ */
 const QUEUED_COLUMNS = `id::text AS id, payload->'event'->'message'->>'messageId' AS key, created_at AS "createdAt",
            (extract(epoch FROM next_retry_at) * 1000000)::bigint::text AS lease`;
 

@@ -1,13 +1,13 @@
 /**
- * The embedded default's profile directory: a profile per (email, intent) in the chat database,
- * created on first use. Profiles never change id, so they are cached for the process lifetime
- * (bounded).
+ * ProfileDirectory on PostgreSQL (server or PGlite): the local directory, used when no profile
+ * service is configured. A profile per (email, intent) in the chat database, created on first use.
+ * Profiles never change id, so they are cached for the process lifetime (bounded).
  */
 import { randomUUID } from 'node:crypto';
-import { ChatError } from '../chat/chat-errors.js';
-import type { Profile, ProfileDirectory } from '../chat/ports.js';
-import { normalizeEmail } from '../chat/validation.js';
-import { isConnectionFailure, type SqlDatabase } from '../store/postgres/sql-database.js';
+import { ChatError } from '../../chat/chat-errors.js';
+import type { Profile, ProfileDirectory } from '../../chat/ports.js';
+import { normalizeEmail } from '../../chat/validation.js';
+import { isConnectionFailure, type SqlDatabase } from './sql-database.js';
 
 const CACHE_MAX = 50_000;
 
@@ -17,7 +17,7 @@ interface ProfileRow {
   display_name: string;
 }
 
-export class LocalProfileDirectory implements ProfileDirectory {
+export class PostgresProfileDirectory implements ProfileDirectory {
   private readonly byKey = new Map<string, Profile>();
   private readonly byProfileId = new Map<string, Profile>();
 
