@@ -1,21 +1,51 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
-const adapters = ['**/store/**', '**/bus/**', '**/queue/**', '**/profiles/**', '**/outbox/**', '**/app.js'];
+/**
+ * The dependency rule (docs/architecture.md, "The dependency rule"), by folder of src/:
+ * - core: chat/ imports only chat/;
+ * - adapters (store/, bus/, queue/, profiles/, outbox/) import chat/ and shared helpers, never
+ *   another adapter, a transport, config/ or the composition root;
+ * - transports (http/, realtime/, and auth/, limits/ which serve them) never import adapters,
+ *   config/ or the composition root;
+ * - shared helpers (shared/, amqp/, observability/) import no adapter, transport or config;
+ * - only the composition root (app.ts, main.ts, and the migrate CLI) picks implementations.
+ * Tests (`*.test.ts`) wire whatever they exercise and are exempt.
+ */
+const folders = {
+  adapters: ['store', 'bus', 'queue', 'profiles', 'outbox'],
+  transports: ['http', 'realtime', 'auth', 'limits'],
+  shared: ['shared', 'amqp', 'observability'],
+};
+const importsOf = (names) => names.flatMap((name) => [`../${name}/**`, `../../${name}/**`, `../../../${name}/**`]);
+const root = ['../app.js', '../../app.js', '../main.js', '../../main.js'];
+const config = importsOf(['config']);
+const rule = (group, message) => ({ 'no-restricted-imports': ['error', { patterns: [{ group, message }] }] });
 
-/** `src/{folder}` may import no adapter folder but its own, and no transport. */
-const importsNoOtherAdapter = (folder) => ({
-  files: [`src/${folder}/**/*.ts`],
-  ignores: ['**/*.test.ts', '**/*.contract.ts'],
-  rules: {
-    'no-restricted-imports': ['error', {
-      patterns: [{
-        group: [...['bus', 'queue', 'store', 'profiles', 'outbox', 'http', 'realtime'].filter((f) => f !== folder).map((f) => `../${f}/*`), '../app.js'],
-        message: 'Adapters do not import each other; what they share goes in src/amqp or src/shared.',
-      }],
-    }],
+const dependencyRule = [
+  {
+    files: ['src/chat/**/*.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [{ group: ['../*', 'fastify', 'pg', 'ws', 'sockjs', '@electric-sql/*', 'rabbitmq-client'], message: 'chat/ imports only chat/.' }] }] },
   },
-});
+  ...folders.adapters.map((adapter) => ({
+    files: [`src/${adapter}/**/*.ts`],
+    ignores: ['**/*.test.ts', 'src/store/postgres/migrate-cli.ts'],
+    rules: rule(
+      [...importsOf(folders.adapters.filter((other) => other !== adapter)), ...importsOf(folders.transports), ...config, ...root],
+      'An adapter imports chat/ and shared helpers only: never another adapter, a transport, config/ or app.ts (docs/architecture.md).',
+    ),
+  })),
+  {
+    files: folders.transports.map((t) => `src/${t}/**/*.ts`),
+    ignores: ['**/*.test.ts'],
+    rules: rule([...importsOf(folders.adapters), ...config, ...root], 'Transports import chat/, never adapters or config/; wire in app.ts (docs/architecture.md).'),
+  },
+  {
+    files: [...folders.shared.map((s) => `src/${s}/**/*.ts`), 'src/config/**/*.ts'],
+    ignores: ['**/*.test.ts'],
+    rules: rule([...importsOf([...folders.adapters, ...folders.transports]), ...root], 'Shared helpers and config import no adapter or transport (docs/architecture.md).'),
+  },
+];
 
 export default tseslint.config(
   { ignores: ['node_modules/**', 'scratch/**', 'data/**', 'dist/**', 'web/dist/**', 'coverage/**'] },
@@ -29,20 +59,7 @@ export default tseslint.config(
       'no-restricted-syntax': ['error', { selector: "MemberExpression[object.name='process'][property.name='env']", message: 'Only src/config reads process.env.' }],
     },
   },
-  {
-    // The dependency rule (docs/architecture.md): chat/ imports only chat/.
-    files: ['src/chat/**/*.ts'],
-    rules: {
-      'no-restricted-imports': ['error', { patterns: [{ group: ['../*', 'fastify', 'pg', 'ws', 'sockjs', '@electric-sql/*', 'rabbitmq-client'], message: 'chat/ imports only chat/.' }] }],
-    },
-  },
-  {
-    // Transports translate and authorise; they never reach an adapter directly.
-    files: ['src/http/**/*.ts', 'src/realtime/**/*.ts'],
-    rules: { 'no-restricted-imports': ['error', { patterns: [{ group: adapters, message: 'Transports import chat/, never adapters; wire in app.ts.' }] }] },
-  },
-  // The bus and the send queue share their RabbitMQ connection (amqp/) and helpers (shared/), not code of each other's.
-  ...['bus', 'queue', 'amqp', 'shared'].map(importsNoOtherAdapter),
+  ...dependencyRule,
   {
     // The benchmark drives the service from outside, as clients do: no service internals.
     files: ['bench/**/*.ts'],
