@@ -1,6 +1,7 @@
 /**
  * Test sockets for ChatClient in Node: real `ws` WebSockets that a test can watch and break — see
- * every frame, swallow chosen incoming frames, cut the connection at a chosen moment.
+ * every frame, swallow chosen incoming frames, add to outgoing ones, cut the connection at a chosen
+ * moment.
  */
 import type { IStompSocket } from '@stomp/stompjs';
 import WebSocket from 'ws';
@@ -49,9 +50,9 @@ export class PlantedSocket implements IStompSocket {
   }
 
   send(data: string | ArrayBufferLike | Blob | ArrayBufferView): void {
-    const text = typeof data === 'string' ? data : Buffer.from(data as ArrayBuffer).toString('utf8');
+    const text = this.plant.outgoing(typeof data === 'string' ? data : Buffer.from(data as ArrayBuffer).toString('utf8'), this);
     this.sent.push(text);
-    this.ws.send(data as string);
+    this.ws.send(text);
   }
 
   close(): void {
@@ -68,6 +69,8 @@ export class SocketPlant {
   readonly sockets: PlantedSocket[] = [];
   /** Decides the fate of each incoming frame; passes everything by default. */
   filter: (frame: string, socket: PlantedSocket) => IncomingVerdict = () => 'pass';
+  /** What goes out for each frame the client writes; the frame itself by default. */
+  outgoing: (frame: string, socket: PlantedSocket) => string = (frame) => frame;
 
   readonly factory: WebSocketFactory = (url, protocols) => {
     const socket = new PlantedSocket(url, protocols, this);

@@ -5,6 +5,9 @@
  *
  * The relays' safety-net poll is set to 30 s here, so every delivery below proves a wake-up: the
  * local one after a commit, or LISTEN/NOTIFY from another instance.
+ *
+ * The checks of frames (destinations, headers, refusals, repeated sends) use raw STOMP clients;
+ * the ordered load at the end goes through the SDK (support/load.ts).
  */
 import { randomUUID } from 'node:crypto';
 import { generateKeyPairSync } from 'node:crypto';
@@ -21,7 +24,7 @@ import { createTestDatabase, infra, type TestDatabase } from '../support/infra.j
 import { connectStomp, type StompTransportKind, type TestStompClient } from '../support/stomp-client.js';
 import type { TestApp } from '../support/test-app.js';
 import { api, type ClusterShared, deleteQueues, newUser, openSession, sharedCluster, startInstance, type User } from './support/cluster.js';
-import { LedgerLoad } from './support/load.js';
+import { expectHandedOutOnceInOrder, LedgerLoad } from './support/load.js';
 
 describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('two instances, one service', () => {
   let database: TestDatabase;
@@ -218,6 +221,7 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('two instances, one se
     const figures = await load.finish(shared.databaseUrl, 'order, no faults');
     expect([figures.lost, figures.unacked, figures.seqGaps, figures.reordered]).toEqual([0, 0, 0, 0]);
     expect(figures.deliveredLive).toBe(figures.stored);
+    expectHandedOutOnceInOrder(figures);
   });
 
   it('reports both instances ready, send queue included', async () => {

@@ -1,6 +1,10 @@
 /**
  * One user's malformed sends over STOMP, on an instance with PostgreSQL and RabbitMQ, must neither
  * fail nor slow the sends of 50 concurrent bystanders: each is refused to its sender alone.
+ *
+ * Raw STOMP frames rather than the SDK: the test times the service from each SEND frame to its ack
+ * frame and reads the refusal frames themselves (problem body, client-message-id header); the
+ * SDK's resend timers and error objects would stand between the measurement and the service.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -2,14 +2,15 @@
  * Crashes (SIGKILL) of whole instances under load, with instances as child processes: a steady
  * instance stays up throughout, and each test starts a second one and has it die, either at an
  * exact point from inside (right after a confirmed relay publish, right after a send's commit)
- * or from outside, mid-load, with clients connected to it. The ledger then shows nothing
- * acknowledged is lost, nothing is stored twice, and recipients see each message (once after
- * de-duplication by messageId), live or recovered from history after they reconnect.
+ * or from outside, mid-load, with clients connected to it. Senders and recipients are SDK
+ * ChatClients that fail over to the other instance. The ledger then shows nothing acknowledged is
+ * lost, nothing is stored twice, and each recipient's SDK hands every message to the application
+ * once, in seq order, live or recovered from history after it reconnects.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, infra, type TestDatabase } from '../support/infra.js';
 import { api, type ClusterShared, deleteQueues, type InstanceProcess, instanceQueueOf, newUser, openSession, sharedCluster, startInstanceProcess, storedMessages } from './support/cluster.js';
-import { type LedgerFigures, LedgerLoad, type LoadOptions, type Pair } from './support/load.js';
+import { expectHandedOutOnceInOrder, type LedgerFigures, LedgerLoad, type LoadOptions, type Pair } from './support/load.js';
 
 const LOAD: LoadOptions = { messagesPerSender: 150, window: 8, ratePerSender: 50, ackTimeoutMs: 3_000, deadlineMs: 40_000 };
 
@@ -70,6 +71,7 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('instances killed with
     expect(f.unacked, 'every send acknowledged in the end').toBe(0);
     expect(f.stored).toBe(load.total);
     expect(f.deliveredLive + f.recoveredFromHistory, 'every stored message reached its recipient').toBe(f.stored);
+    expectHandedOutOnceInOrder(f);
   }
 
   /** The line the child wrote right before it killed itself. */

@@ -5,6 +5,12 @@
  *   later sends of that connection follow it, and seq order is send order across the outage;
  * - RabbitMQ cut for every instance: users on one instance keep chatting live, a user on another
  *   instance gets her messages once the broker is back; nothing lost, nothing stored twice.
+ *
+ * Both stay on raw STOMP frames rather than the SDK (whose faults are proven by the ledger tests,
+ * faults.test.ts and process-faults.test.ts): the first asserts what each SEND of one connection
+ * gets — a RECEIPT once accepted, exactly one ack, a seq in SEND order — which the SDK's resends
+ * of the same clientMessageId would blur; the second asserts delivery live over the bus, which the
+ * SDK's catch-up from history would make up for if it failed.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';

@@ -1,18 +1,25 @@
 /**
- * Load with a ledger: senders send over real STOMP connections (@stomp/stompjs over `ws`), as the
- * SDK would: a window of sends in flight, each resent with the same clientMessageId until its ack
- * arrives, failing over to the next instance when the connection drops. Recipients record every
- * delivery on /user/queue/messages and, as the SDK does after a reconnect or a seq gap, recover
- * what they missed with `GET /api/chat/{id}/history?after=`.
+ * Load with a ledger, driven through the SDK. Each sender is a `ChatClient` sending a window of
+ * messages at a set rate; its pending sends re-SEND each one with the same clientMessageId until it
+ * is acknowledged, on the same connection or the next. Each recipient is a `ChatClient` tracking
+ * the session; its session recovery hands messages out in seq order, once, and fetches from history
+ * what live delivery missed (after a reconnect or a gap, and once more at the end). Clients fail
+ * over between instances as behind a load balancer: each connection attempt goes to the next
+ * instance of the pair's list, and REST to the instance of the last attempt.
  *
- * The ledger then says, per message: sent, accepted (a RECEIPT with no error: the send is durably
- * queued), acknowledged (its ack arrived), stored (read from PostgreSQL), delivered live, recovered
- * from history, delivered more than once. Every loop here is bounded by the deadline.
+ * Two things the SDK does not tell, a tap on each socket reads from the frames: that a SEND was
+ * accepted (its RECEIPT came with no error before it: durably stored or queued; the tap asks for
+ * that RECEIPT, which the SDK does not) and how often a message came over the wire (the SDK
+ * de-duplicates). The ledger then says, per message: sent, accepted, acknowledged, stored (read
+ * from PostgreSQL), delivered live, recovered from history, handed to the application by the SDK,
+ * delivered more than once. Every loop here is bounded by the deadline.
  */
-import { randomUUID } from 'node:crypto';
-import { Client, type IMessage } from '@stomp/stompjs';
-import WebSocket from 'ws';
-import { api, pendingOutboxRows, storedMessages, type User } from './cluster.js';
+import { ChatClient } from '../../../client/chat-client.js';
+import type { ChatClientError } from '../../../client/chat-client-error.js';
+import type { ChatMessage } from '../../../client/chat-types.js';
+import { SocketPlant } from '../../../client/testing/socket-plant.js';
+import { expect } from 'vitest';
+import { pendingOutboxRows, storedMessages, type User } from './cluster.js';
 
 export interface Pair {
   sessionId: string;
@@ -29,23 +36,10 @@ export interface LoadOptions {
   window: number;
   /** New messages per second per sender; resends do not count. */
   ratePerSender: number;
-  /** Resend (same clientMessageId) when no ack came within this. */
+  /** The SDK's `resendAfterMs`: re-SEND (same clientMessageId) when no ack came within this. */
   ackTimeoutMs: number;
   /** Stop trying after this; what is unacknowledged by then is reported. */
   deadlineMs: number;
-}
-
-interface Entry {
-  clientMessageId: string;
-  content: string;
-  attempts: number;
-  sentAt: number;
-  retryAt: number | undefined;
-  pendingReceipt: string | undefined;
-  errorSinceSend: string | undefined;
-  accepted: boolean;
-  acked: boolean;
-  failed: string | undefined;
 }
 
 export interface LedgerFigures {
@@ -57,6 +51,12 @@ export interface LedgerFigures {
   deliveredLive: number;
   recoveredFromHistory: number;
   duplicatesDelivered: number;
+  /** Stored messages the recipients' SDK handed to the application. */
+  handedOut: number;
+  /** Messages the SDK handed out more than once (it must de-duplicate). */
+  duplicatesHandedOut: number;
+  /** Messages the SDK handed out other than as seq 1, 2, 3, … of their session. */
+  handedOutOfOrder: number;
   lost: number;
   unacked: number;
   storedMoreThanOnce: number;
@@ -68,85 +68,110 @@ export interface LedgerFigures {
   reconnects: number;
 }
 
-const TRANSIENT = new Set(['STORE_UNAVAILABLE', 'BUS_UNAVAILABLE', 'PROFILE_SERVICE_UNAVAILABLE']);
+/** Where ChatClient thinks the service is; the balancer below sends each request to a real instance. */
+const BALANCED_ORIGIN = 'http://load-balancer.test';
+const RECEIPT_PREFIX = 'ledger/';
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A STOMP client that reconnects, rotating through `urls`, and re-runs `onConnect` each time. */
-class FailoverStomp {
-  readonly client: Client;
+interface Frame {
+  command: string;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** The frames in one WebSocket message (heart-beats skipped). */
+function framesOf(text: string): Frame[] {
+  const frames: Frame[] = [];
+  for (const raw of text.split('\0')) {
+    const frame = raw.replace(/^[\r\n]+/, '');
+    if (!frame) continue;
+    const split = frame.indexOf('\n\n');
+    const [command = '', ...lines] = (split < 0 ? frame : frame.slice(0, split)).split('\n');
+    const headers: Record<string, string> = {};
+    for (const line of lines) {
+      const colon = line.indexOf(':');
+      if (colon > 0 && !(line.slice(0, colon) in headers)) headers[line.slice(0, colon)] = line.slice(colon + 1);
+    }
+    frames.push({ command, headers, body: split < 0 ? '' : frame.slice(split + 2) });
+  }
+  return frames;
+}
+
+const parse = <T>(body: string): T | undefined => {
+  try {
+    return JSON.parse(body) as T;
+  } catch {
+    return undefined;
+  }
+};
+
+/** One SDK client behind a stand-in load balancer, on sockets a test can tap. */
+class LoadClient {
+  readonly client: ChatClient;
+  readonly plant = new SocketPlant();
   connects = 0;
-  private attempt = 0;
+  private attempts = 0;
   private current: string;
 
   constructor(
     readonly urls: string[],
-    token: string,
-    onConnect: (first: boolean) => void,
-    onMessage: (destination: string, msg: IMessage) => void,
+    user: User,
+    resendAfterMs: number,
   ) {
     this.current = urls[0]!;
-    this.client = new Client({
-      connectHeaders: { Authorization: `Bearer ${token}` },
-      reconnectDelay: 200,
-      heartbeatIncoming: 0,
-      heartbeatOutgoing: 0,
-      connectionTimeout: 3_000,
-      debug: () => undefined,
-      beforeConnect: () => {
-        const url = this.urls[this.attempt++ % this.urls.length]!;
-        this.current = url;
-        this.client.webSocketFactory = () => new WebSocket(`${url.replace(/^http/, 'ws')}/ws`, ['v12.stomp']);
+    this.client = new ChatClient({
+      baseUrl: BALANCED_ORIGIN,
+      tokenProvider: async () => user.token,
+      webSocketFactory: (_url, protocols) => {
+        this.current = this.urls[this.attempts++ % this.urls.length]!;
+        return this.plant.factory(`${this.current.replace(/^http/, 'ws')}/ws`, protocols);
       },
-      onConnect: () => {
-        this.connects += 1;
-        for (const destination of this.destinations) this.client.subscribe(destination, (msg) => onMessage(destination, msg));
-        onConnect(this.connects === 1);
-      },
+      fetch: (input, init) => fetch(String(input).replace(BALANCED_ORIGIN, this.current), init),
+      reconnect: { initialMs: 100, maxMs: 1_000 },
+      connectTimeoutMs: 3_000,
+      resendAfterMs,
+    });
+    this.client.on('state', (state) => {
+      if (state === 'connected') this.connects += 1;
     });
   }
 
-  private destinations: string[] = [];
+  /** Connects; resolves once the SDK says connected (its subscriptions confirmed by a RECEIPT). */
+  async start(): Promise<void> {
+    this.client.connect();
+    await this.connected(15_000);
+  }
 
-  /** Connects, subscribes to `destinations` (again after every reconnect) and waits for the first session. */
-  async start(destinations: string[]): Promise<void> {
-    this.destinations = destinations;
-    this.client.activate();
-    const started = Date.now();
-    while (this.connects === 0) {
-      if (Date.now() - started > 15_000) throw new Error(`no STOMP connection to ${this.urls.join(', ')}`);
-      await new Promise((resolve) => setTimeout(resolve, 20));
+  async connected(timeoutMs: number): Promise<boolean> {
+    const until = Date.now() + timeoutMs;
+    while (this.client.state !== 'connected') {
+      if (this.client.state === 'disconnected') throw new Error(`the SDK gave up connecting to ${this.urls.join(', ')}`);
+      if (Date.now() > until) return false;
+      await sleep(20);
     }
-    // A RECEIPT for a frame sent after the SUBSCRIBEs proves they are registered.
-    await this.barrier();
+    return true;
   }
+}
 
-  /** Resolves once every frame sent so far has been processed by the server (or after 5 s). */
-  barrier(): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const receipt = `barrier-${Math.random().toString(36).slice(2)}`;
-      const timer = setTimeout(resolve, 5_000);
-      this.client.watchForReceipt(receipt, () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      // Unsubscribing from nothing is a no-op that still gets its RECEIPT.
-      this.client.unsubscribe('barrier', { receipt });
-    });
-  }
+interface Entry {
+  clientMessageId: string;
+  acked: boolean;
+  failed: string | undefined;
+}
 
-  /** The instance this client is connected (or connecting) to. */
-  get currentUrl(): string {
-    return this.current;
-  }
-
-  async stop(): Promise<void> {
-    await this.client.deactivate({ force: true });
-  }
+/** What the wire says about one clientMessageId's SENDs. */
+interface WireSends {
+  attempts: number;
+  pendingReceipt: string | undefined;
+  errorSinceSend: string | undefined;
+  accepted: boolean;
 }
 
 class Sender {
   readonly entries: Entry[] = [];
   readonly byId = new Map<string, Entry>();
-  readonly stomp: FailoverStomp;
+  readonly wire = new Map<string, WireSends>();
+  readonly link: LoadClient;
   transientErrors: Record<string, number> = {};
   permanentErrors = 0;
   private next = 0;
@@ -157,32 +182,13 @@ class Sender {
     readonly pair: Pair,
     private readonly options: LoadOptions,
   ) {
-    for (let i = 0; i < options.messagesPerSender; i++) {
-      const clientMessageId = randomUUID();
-      const entry: Entry = {
-        clientMessageId,
-        content: `${pair.sender.displayName} #${i}`,
-        attempts: 0,
-        sentAt: 0,
-        retryAt: undefined,
-        pendingReceipt: undefined,
-        errorSinceSend: undefined,
-        accepted: false,
-        acked: false,
-        failed: undefined,
-      };
-      this.entries.push(entry);
-      this.byId.set(clientMessageId, entry);
-    }
-    this.stomp = new FailoverStomp(
-      pair.senderUrls,
-      pair.sender.token,
-      (first) => {
-        // Reconnected: whatever was in flight may never be answered on the old connection.
-        if (!first) for (const e of this.outstanding()) e.retryAt = Date.now() + 100;
-      },
-      (destination, msg) => this.onMessage(destination, msg),
-    );
+    this.link = new LoadClient(pair.senderUrls, pair.sender, options.ackTimeoutMs);
+    this.link.plant.outgoing = (frame) => this.askForReceipt(frame);
+    this.link.plant.filter = (text) => {
+      for (const frame of framesOf(text)) this.observe(frame);
+      return 'pass';
+    };
+    this.link.client.on('error', (error) => this.onError(error));
   }
 
   get acked(): number {
@@ -190,130 +196,93 @@ class Sender {
   }
 
   get finished(): boolean {
-    return this.entries.every((e) => e.acked || e.failed);
-  }
-
-  private outstanding(): Entry[] {
-    return this.entries.slice(0, this.next).filter((e) => !e.acked && !e.failed);
+    return this.next === this.options.messagesPerSender && this.entries.every((e) => e.acked || e.failed);
   }
 
   tick(now: number): void {
-    if (!this.stomp.client.connected) return;
     this.credit = Math.min(this.options.window, this.credit + ((now - this.lastTick) / 1000) * this.options.ratePerSender);
     this.lastTick = now;
-    const outstanding = this.outstanding();
-    for (const e of outstanding) {
-      if ((e.retryAt !== undefined && now >= e.retryAt) || now - e.sentAt >= this.options.ackTimeoutMs) this.send(e, now);
-    }
-    let inFlight = outstanding.length;
-    while (inFlight < this.options.window && this.next < this.entries.length && this.credit >= 1) {
+    while (this.link.client.pendingSends < this.options.window && this.next < this.options.messagesPerSender && this.credit >= 1) {
       this.credit -= 1;
-      inFlight += 1;
-      this.send(this.entries[this.next++]!, now);
+      const out = this.link.client.send(this.pair.sessionId, `${this.pair.sender.displayName} #${this.next++}`);
+      const entry: Entry = { clientMessageId: out.clientMessageId, acked: false, failed: undefined };
+      this.entries.push(entry);
+      this.byId.set(entry.clientMessageId, entry);
+      out.acked.then(
+        () => (entry.acked = true),
+        (err: ChatClientError) => {
+          entry.failed = err.code;
+          if (err.code !== 'CLIENT_CLOSED') this.permanentErrors += 1;
+        },
+      );
     }
   }
 
-  private send(e: Entry, now: number): void {
-    e.attempts += 1;
-    e.sentAt = now;
-    e.retryAt = undefined;
-    e.errorSinceSend = undefined;
-    const receipt = `${e.clientMessageId}/${e.attempts}`;
-    e.pendingReceipt = receipt;
-    this.stomp.client.watchForReceipt(receipt, () => {
-      if (e.pendingReceipt !== receipt) return;
-      e.pendingReceipt = undefined;
+  private wireOf(clientMessageId: string): WireSends {
+    let sends = this.wire.get(clientMessageId);
+    if (!sends) this.wire.set(clientMessageId, (sends = { attempts: 0, pendingReceipt: undefined, errorSinceSend: undefined, accepted: false }));
+    return sends;
+  }
+
+  /** Each SEND of a message asks for a RECEIPT, so the ledger can tell it was accepted. */
+  private askForReceipt(frame: string): string {
+    if (!frame.startsWith('SEND\n') || !frame.includes('\ndestination:/app/chat.send\n')) return frame;
+    const [parsed] = framesOf(frame);
+    const clientMessageId = parse<{ clientMessageId?: string }>(parsed?.body ?? '')?.clientMessageId;
+    if (!clientMessageId) return frame;
+    const sends = this.wireOf(clientMessageId);
+    sends.attempts += 1;
+    sends.errorSinceSend = undefined;
+    sends.pendingReceipt = `${RECEIPT_PREFIX}${clientMessageId}/${sends.attempts}`;
+    return frame.replace('SEND\n', `SEND\nreceipt:${sends.pendingReceipt}\n`);
+  }
+
+  private observe(frame: Frame): void {
+    if (frame.command === 'RECEIPT' && frame.headers['receipt-id']?.startsWith(RECEIPT_PREFIX)) {
+      const receipt = frame.headers['receipt-id'];
+      const sends = this.wire.get(receipt.slice(RECEIPT_PREFIX.length, receipt.lastIndexOf('/')));
+      if (!sends || sends.pendingReceipt !== receipt) return;
+      sends.pendingReceipt = undefined;
       // Frames are handled in order, so an error for this attempt came before its RECEIPT.
-      if (!e.errorSinceSend) e.accepted = true;
-    });
-    this.stomp.client.publish({
-      destination: '/app/chat.send',
-      body: JSON.stringify({ sessionId: this.pair.sessionId, content: e.content, clientMessageId: e.clientMessageId }),
-      headers: { receipt },
-    });
+      if (!sends.errorSinceSend) sends.accepted = true;
+    } else if (frame.command === 'MESSAGE' && frame.headers.destination === '/user/queue/error') {
+      const sends = this.wire.get(frame.headers['client-message-id'] ?? '');
+      if (sends) sends.errorSinceSend = parse<{ code?: string }>(frame.body)?.code ?? 'UNKNOWN';
+    }
   }
 
-  private onMessage(destination: string, msg: IMessage): void {
-    const e = this.byId.get(msg.headers['client-message-id'] ?? '');
-    if (!e) return;
-    if (destination === '/user/queue/ack') {
-      e.acked = true;
-      return;
-    }
-    const code = (JSON.parse(msg.body) as { code: string }).code;
-    e.errorSinceSend = code;
-    if (TRANSIENT.has(code)) {
-      this.transientErrors[code] = (this.transientErrors[code] ?? 0) + 1;
-      e.retryAt = Date.now() + 200;
-    } else if (!e.acked) {
-      this.permanentErrors += 1;
-      e.failed = code;
-    }
+  private onError(error: ChatClientError): void {
+    if (!error.details.clientMessageId || !this.wire.has(error.details.clientMessageId) || !error.retryable) return;
+    this.transientErrors[error.code] = (this.transientErrors[error.code] ?? 0) + 1;
   }
 }
 
 class Recipient {
-  /** Live deliveries per messageId. */
+  /** Deliveries per messageId as they came over the wire, before the SDK de-duplicates. */
   readonly live = new Map<string, number>();
-  readonly recovered = new Set<string>();
-  readonly seqs = new Set<number>();
-  readonly stomp: FailoverStomp;
-  private contiguous = 0;
-  private catchingUp: Promise<void> | undefined;
-  private gapTimer: NodeJS.Timeout | undefined;
+  /** What the SDK handed to the application, in order. */
+  readonly handedOut: ChatMessage[] = [];
+  readonly link: LoadClient;
 
   constructor(readonly pair: Pair) {
-    this.stomp = new FailoverStomp(
-      pair.recipientUrls,
-      pair.recipient.token,
-      (first) => {
-        if (!first) void this.catchUp();
-      },
-      (_destination, msg) => this.onMessage(msg),
-    );
-  }
-
-  private onMessage(msg: IMessage): void {
-    const body = JSON.parse(msg.body) as { messageId: string; sessionId: string; seq: number };
-    if (body.sessionId !== this.pair.sessionId) return;
-    this.live.set(body.messageId, (this.live.get(body.messageId) ?? 0) + 1);
-    this.see(body.seq);
-    // A hole below this seq that does not fill soon: fetch it, as the SDK does.
-    if (body.seq > this.contiguous + 1 && !this.gapTimer) {
-      this.gapTimer = setTimeout(() => {
-        this.gapTimer = undefined;
-        if (this.seqs.size > 0 && Math.max(...this.seqs) > this.contiguous) void this.catchUp();
-      }, 500);
-    }
-  }
-
-  private see(seq: number): void {
-    this.seqs.add(seq);
-    while (this.seqs.has(this.contiguous + 1)) this.contiguous += 1;
-  }
-
-  /** Pages through history after the last contiguous seq; records what live delivery missed. */
-  catchUp(): Promise<void> {
-    this.catchingUp ??= (async () => {
-      try {
-        let after = this.contiguous;
-        for (let page = 0; page < 100; page++) {
-          const res = await api(this.stomp.currentUrl, 'GET', `/api/chat/${this.pair.sessionId}/history?after=${after}&limit=200`, this.pair.recipient.token);
-          if (res.status !== 200) return;
-          for (const m of res.body.messages as Array<{ messageId: string; seq: number }>) {
-            if (!this.live.has(m.messageId)) this.recovered.add(m.messageId);
-            this.see(m.seq);
-          }
-          if (res.body.nextCursor === null) return;
-          after = res.body.nextCursor as number;
-        }
-      } catch {
-        // the instance went away mid-fetch: the next reconnect or the final catch-up retries
-      } finally {
-        this.catchingUp = undefined;
+    this.link = new LoadClient(pair.recipientUrls, pair.recipient, 10_000);
+    this.link.plant.filter = (text) => {
+      for (const frame of framesOf(text)) {
+        if (frame.command !== 'MESSAGE' || frame.headers.destination !== '/user/queue/messages') continue;
+        const message = parse<{ messageId: string; sessionId: string }>(frame.body);
+        if (message?.sessionId === pair.sessionId) this.live.set(message.messageId, (this.live.get(message.messageId) ?? 0) + 1);
       }
-    })();
-    return this.catchingUp;
+      return 'pass';
+    };
+    this.link.client.trackSession(pair.sessionId, 0);
+    this.link.client.on('message', (m) => {
+      if (m.sessionId === pair.sessionId) this.handedOut.push(m);
+    });
+  }
+
+  /** What the SDK does for a conversation being opened: fetch from history whatever it lacks. */
+  async catchUp(): Promise<void> {
+    if (await this.link.connected(10_000)) await this.link.client.openSession(this.pair.sessionId);
   }
 }
 
@@ -350,19 +319,23 @@ export class LedgerLoad {
     return this.senders.some((s) => s.byId.get(clientMessageId)?.acked === true);
   }
 
+  private ackedIds(): string[] {
+    return this.senders.flatMap((s) => s.entries.filter((e) => e.acked).map((e) => e.clientMessageId));
+  }
+
   /** Sends the service has durably accepted (RECEIPT without an error) so far. */
   get accepted(): number {
     return this.acceptedIds().length;
   }
 
   acceptedIds(): string[] {
-    return this.senders.flatMap((s) => s.entries.filter((e) => e.accepted).map((e) => e.clientMessageId));
+    return this.senders.flatMap((s) => [...s.wire].filter(([, w]) => w.accepted).map(([id]) => id));
   }
 
   /** Connects everybody (recipients first, so nothing is sent before they listen), then sends. */
   async start(): Promise<void> {
-    await Promise.all(this.recipients.map((r) => r.stomp.start(['/user/queue/messages'])));
-    await Promise.all(this.senders.map((s) => s.stomp.start(['/user/queue/ack', '/user/queue/error'])));
+    await Promise.all(this.recipients.map((r) => r.link.start()));
+    await Promise.all(this.senders.map((s) => s.link.start()));
     this.startedAt = Date.now();
     this.done = new Promise<void>((resolve) => {
       this.timer = setInterval(() => {
@@ -382,28 +355,35 @@ export class LedgerLoad {
     // Events still in the outbox (say, leased by a relay that died) are on their way: wait (bounded)
     // until every event has been published, so "delivered live" means what it says.
     const drainUntil = Date.now() + 15_000;
-    while ((await pendingOutboxRows(databaseUrl)) > 0 && Date.now() < drainUntil) await new Promise((resolve) => setTimeout(resolve, 100));
-    // Acked messages may still be on their way to recipients: wait (bounded) for them live.
-    const ackedIds = new Set(this.senders.flatMap((s) => s.entries.filter((e) => e.acked).map((e) => e.clientMessageId)));
-    const stored = await storedMessages(databaseUrl, this.pairs.map((p) => p.sessionId));
-    const expectedMessageIds = new Set(stored.filter((m) => ackedIds.has(m.clientMessageId)).map((m) => m.messageId));
-    const deliveredSomehow = (): number => [...expectedMessageIds].filter((id) => this.recipients.some((r) => r.live.has(id) || r.recovered.has(id))).length;
+    while ((await pendingOutboxRows(databaseUrl)) > 0 && Date.now() < drainUntil) await sleep(100);
+    // Acked messages may still be on their way to recipients: wait (bounded) for the SDK to hand them out.
+    const ackedSoFar = new Set(this.ackedIds());
+    const storedSoFar = await storedMessages(databaseUrl, this.pairs.map((p) => p.sessionId));
+    const expectedMessageIds = new Set(storedSoFar.filter((m) => ackedSoFar.has(m.clientMessageId)).map((m) => m.messageId));
+    const handedOutIds = (): Set<string> => new Set(this.recipients.flatMap((r) => r.handedOut.map((m) => m.messageId)));
     const waitUntil = Date.now() + 3_000;
-    while (deliveredSomehow() < expectedMessageIds.size && Date.now() < waitUntil) await new Promise((resolve) => setTimeout(resolve, 50));
-    // Then what the SDK does after any gap: catch up from history.
+    while ([...expectedMessageIds].some((id) => !handedOutIds().has(id)) && Date.now() < waitUntil) await sleep(50);
+    // A message lost live with nothing after it leaves no gap to notice: catch up as opening the conversation would.
     await Promise.all(this.recipients.map((r) => r.catchUp()));
-    await Promise.all([...this.senders, ...this.recipients].map((p) => p.stomp.stop()));
+    await Promise.all([...this.senders, ...this.recipients].map((p) => p.link.client.close()));
 
-    const entries = this.senders.flatMap((s) => s.entries);
-    const sentEntries = entries.filter((e) => e.attempts > 0);
+    // From here on nothing moves: the figures are of the final state.
+    const ackedIds = new Set(this.ackedIds());
+    const stored = await storedMessages(databaseUrl, this.pairs.map((p) => p.sessionId));
+
+    const sentIds = this.senders.flatMap((s) => [...s.wire].filter(([, w]) => w.attempts > 0).map(([id]) => id));
     const storedCount = new Map<string, number>();
     for (const m of stored) storedCount.set(m.clientMessageId, (storedCount.get(m.clientMessageId) ?? 0) + 1);
-    const mustBeStored = entries.filter((e) => e.acked || e.accepted);
+    const mustBeStored = [...new Set([...ackedIds, ...this.acceptedIds()])];
     const live = new Map<string, number>();
-    const recovered = new Set<string>();
+    const handed = new Map<string, number>();
+    let handedOutOfOrder = 0;
     for (const r of this.recipients) {
       for (const [id, n] of r.live) live.set(id, (live.get(id) ?? 0) + n);
-      for (const id of r.recovered) recovered.add(id);
+      for (const m of r.handedOut) handed.set(m.messageId, (handed.get(m.messageId) ?? 0) + 1);
+      r.handedOut.forEach((m, i) => {
+        if (m.seq !== i + 1) handedOutOfOrder += 1;
+      });
     }
     const storedIds = stored.map((m) => m.messageId);
     let seqGaps = 0;
@@ -424,30 +404,41 @@ export class LedgerLoad {
     const transientErrors: Record<string, number> = {};
     for (const s of this.senders) for (const [code, n] of Object.entries(s.transientErrors)) transientErrors[code] = (transientErrors[code] ?? 0) + n;
     const figures: LedgerFigures = {
-      sent: sentEntries.length,
-      attempts: sentEntries.reduce((n, e) => n + e.attempts, 0),
-      accepted: entries.filter((e) => e.accepted).length,
-      acked: entries.filter((e) => e.acked).length,
+      sent: sentIds.length,
+      attempts: this.senders.reduce((n, s) => n + [...s.wire.values()].reduce((a, w) => a + w.attempts, 0), 0),
+      accepted: this.accepted,
+      acked: ackedIds.size,
       stored: stored.length,
       deliveredLive: storedIds.filter((id) => live.has(id)).length,
-      recoveredFromHistory: storedIds.filter((id) => !live.has(id) && recovered.has(id)).length,
+      recoveredFromHistory: storedIds.filter((id) => !live.has(id) && handed.has(id)).length,
       duplicatesDelivered: [...live.values()].reduce((n, count) => n + (count - 1), 0),
-      lost: mustBeStored.filter((e) => !storedCount.has(e.clientMessageId)).length,
-      unacked: sentEntries.filter((e) => !e.acked).length,
+      handedOut: storedIds.filter((id) => handed.has(id)).length,
+      duplicatesHandedOut: [...handed.values()].reduce((n, count) => n + (count - 1), 0),
+      handedOutOfOrder,
+      lost: mustBeStored.filter((id) => !storedCount.has(id)).length,
+      unacked: sentIds.filter((id) => !ackedIds.has(id)).length,
       storedMoreThanOnce: [...storedCount.values()].filter((n) => n > 1).length,
       seqGaps,
       reordered,
       transientErrors,
       permanentErrors: this.senders.reduce((n, s) => n + s.permanentErrors, 0),
-      reconnects: [...this.senders, ...this.recipients].reduce((n, p) => n + p.stomp.connects - 1, 0),
+      reconnects: [...this.senders, ...this.recipients].reduce((n, p) => n + Math.max(0, p.link.connects - 1), 0),
     };
-    const undelivered = storedIds.filter((id) => !live.has(id) && !recovered.has(id)).length;
+    const undelivered = storedIds.filter((id) => !handed.has(id)).length;
     console.log(
       `ledger [${label}]: sent ${figures.sent} (${figures.attempts} SENDs), accepted ${figures.accepted}, acked ${figures.acked}, stored ${figures.stored}, ` +
         `delivered live ${figures.deliveredLive}, recovered from history ${figures.recoveredFromHistory}, undelivered ${undelivered}, ` +
-        `duplicates delivered ${figures.duplicatesDelivered}, lost ${figures.lost}, unacked ${figures.unacked}, stored twice ${figures.storedMoreThanOnce}, ` +
+        `duplicates delivered ${figures.duplicatesDelivered}, handed out by the SDK ${figures.handedOut} (twice ${figures.duplicatesHandedOut}, out of order ${figures.handedOutOfOrder}), ` +
+        `lost ${figures.lost}, unacked ${figures.unacked}, stored twice ${figures.storedMoreThanOnce}, ` +
         `seq gaps ${figures.seqGaps}, reordered ${figures.reordered}, transient errors ${JSON.stringify(figures.transientErrors)}, reconnects ${figures.reconnects}`,
     );
     return figures;
   }
+}
+
+/** What the SDK promises the application: every stored message, once, in seq order. */
+export function expectHandedOutOnceInOrder(f: LedgerFigures): void {
+  expect(f.handedOut, 'every stored message handed to the application by the SDK').toBe(f.stored);
+  expect(f.duplicatesHandedOut, 'handed out twice by the SDK').toBe(0);
+  expect(f.handedOutOfOrder, 'handed out by the SDK out of seq order').toBe(0);
 }

@@ -1,0 +1,216 @@
+/**
+ * Session recovery: every message of a tracked session reaches the application once, in seq order,
+ * whatever path it took — live deliveries, acks of my own sends, topic copies and history pages all
+ * go through one SessionSequencer per session. What live delivery cannot bring is fetched from
+ * history (`after=lastSeq`): the sessions that moved while the connection was down, once it is back,
+ * and a gap in a session's seqs that lasts `gapFillDelayMs`.
+ *
+ * A session is tracked from the first message seen, or from `track(id, lastSeq)`. Recovery that
+ * fails is reported and tried again later, as long as the connection it started on is still up.
+ *
+ * Must never happen: a seq handed out twice or out of order, or two catch-ups of one session at once.
+ */
+import type { HistoryQuery } from './chat-api.js';
+import { ChatClientError } from './chat-client-error.js';
+import type { ChatMessage, HistoryPage } from './chat-types.js';
+import { SessionSequencer } from './session-sequencer.js';
+
+export interface SessionRecoveryOptions {
+  history(sessionId: string, query: HistoryQuery): Promise<HistoryPage>;
+  /** Each session's latest seq, to skip those that did not move. */
+  listSessions(): Promise<ReadonlyArray<{ sessionId: string; lastSeq: number }>>;
+  /** Every message taken in, live or from history, before ordering: a copy of my own send settles it. */
+  arrived(message: ChatMessage): void;
+  /** Messages of a session in seq order, each once. */
+  deliver(message: ChatMessage): void;
+  error(error: ChatClientError): void;
+  /** How long a gap in a session's seqs may last before history fills it. */
+  gapFillDelayMs: number;
+  /** How long to wait before trying a failed recovery again. */
+  retryDelayMs(): number;
+}
+
+interface TrackedSession {
+  readonly sequencer: SessionSequencer<ChatMessage>;
+  gapTimer?: ReturnType<typeof setTimeout>;
+  catchingUp?: Promise<void>;
+  catchUpAgain?: boolean;
+}
+
+const HISTORY_PAGE = 200;
+const RECOVERY_CONCURRENCY = 4;
+const noop = (): void => undefined;
+
+export class SessionRecovery {
+  private readonly sessions = new Map<string, TrackedSession>();
+  private readonly retryTimers = new Set<ReturnType<typeof setTimeout>>();
+  private online = false;
+  private closed = false;
+  /** Moves whenever the connection comes up or goes down: work begun under another is dropped. */
+  private epoch = 0;
+
+  constructor(private readonly options: SessionRecoveryOptions) {}
+
+  isTracking(sessionId: string): boolean {
+    return this.sessions.has(sessionId);
+  }
+
+  /** The highest seq handed out for a session (undefined when not tracked). */
+  lastSeq(sessionId: string): number | undefined {
+    return this.sessions.get(sessionId)?.sequencer.lastSeq;
+  }
+
+  /** Tracks a session from `lastSeq` (what the application already has); never moves it backwards. */
+  track(sessionId: string, lastSeq: number): void {
+    const session = this.sessions.get(sessionId);
+    if (!session) {
+      this.sessions.set(sessionId, { sequencer: new SessionSequencer(Math.max(0, lastSeq)) });
+      return;
+    }
+    this.deliver(session.sequencer.advanceTo(lastSeq));
+    this.checkGap(sessionId, session);
+  }
+
+  /** Every message, from any source, goes through here. */
+  accept(message: ChatMessage): void {
+    this.options.arrived(message);
+    let session = this.sessions.get(message.sessionId);
+    if (!session) {
+      // A session we did not know (a new conversation): start tracking at this message.
+      session = { sequencer: new SessionSequencer(message.seq - 1) };
+      this.sessions.set(message.sessionId, session);
+    }
+    this.deliver(session.sequencer.offer(message));
+    this.checkGap(message.sessionId, session);
+  }
+
+  /** The connection is up (again): page through history after each tracked session that moved. */
+  connected(): void {
+    this.epoch++;
+    this.online = true;
+    this.clearRetries();
+    void this.recoverAll();
+  }
+
+  disconnected(): void {
+    this.epoch++;
+    this.online = false;
+    this.clearRetries();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.disconnected();
+    for (const session of this.sessions.values()) clearTimeout(session.gapTimer);
+  }
+
+  /** Catches a session up now; a failure is reported and tried again later on the same connection. */
+  async catchUpOrRetry(sessionId: string): Promise<void> {
+    const epoch = this.epoch;
+    try {
+      await this.catchUp(sessionId);
+    } catch (err) {
+      // Lost with the connection: the next one recovers it. Otherwise say so and try again soon.
+      if (epoch !== this.epoch) return;
+      this.options.error(asClientError(err, 'RECOVERY_FAILED'));
+      this.later(() => void this.catchUp(sessionId).catch(noop));
+    }
+  }
+
+  private deliver(messages: ChatMessage[]): void {
+    for (const message of messages) this.options.deliver(message);
+  }
+
+  /** A gap that lasts is filled from history: the missing message may never come live. */
+  private checkGap(sessionId: string, session: TrackedSession): void {
+    if (!session.sequencer.hasGap) {
+      clearTimeout(session.gapTimer);
+      session.gapTimer = undefined;
+      return;
+    }
+    if (session.gapTimer || this.closed) return;
+    session.gapTimer = setTimeout(() => {
+      session.gapTimer = undefined;
+      if (session.sequencer.hasGap && this.online) this.catchUp(sessionId).catch((err: unknown) => this.options.error(asClientError(err, 'RECOVERY_FAILED')));
+    }, this.options.gapFillDelayMs);
+  }
+
+  private async recoverAll(): Promise<void> {
+    const epoch = this.epoch;
+    if (this.sessions.size === 0) return;
+    let latest: Map<string, number> | undefined;
+    try {
+      latest = new Map((await this.options.listSessions()).map((s) => [s.sessionId, s.lastSeq]));
+    } catch {
+      latest = undefined; // then look at every tracked session
+    }
+    const queue = [...this.sessions]
+      .filter(([id, s]) => {
+        const last = latest?.get(id);
+        return last === undefined || last > s.sequencer.lastSeq || s.sequencer.hasGap;
+      })
+      .map(([id]) => id);
+    let failed: unknown;
+    const worker = async (): Promise<void> => {
+      for (let id = queue.shift(); id !== undefined && epoch === this.epoch; id = queue.shift()) {
+        try {
+          await this.catchUp(id);
+        } catch (err) {
+          failed = err;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(RECOVERY_CONCURRENCY, queue.length) }, worker));
+    if (failed !== undefined && epoch === this.epoch) {
+      this.options.error(asClientError(failed, 'RECOVERY_FAILED'));
+      this.later(() => void this.recoverAll());
+    }
+  }
+
+  /** Fetches history after the session's last seq until the end; one run per session at a time. */
+  private catchUp(sessionId: string): Promise<void> {
+    const session = this.sessions.get(sessionId);
+    if (!session) return Promise.resolve();
+    if (session.catchingUp) {
+      session.catchUpAgain = true;
+      return session.catchingUp;
+    }
+    const run = async (): Promise<void> => {
+      try {
+        do {
+          session.catchUpAgain = false;
+          let after: number | null = session.sequencer.lastSeq;
+          while (after !== null && !this.closed) {
+            const page = await this.options.history(sessionId, { after, limit: HISTORY_PAGE });
+            for (const message of [...page.messages].sort((a, b) => a.seq - b.seq)) this.accept(message);
+            after = page.nextCursor;
+          }
+        } while (session.catchUpAgain && !this.closed);
+      } finally {
+        session.catchingUp = undefined;
+      }
+    };
+    session.catchingUp = run();
+    return session.catchingUp;
+  }
+
+  /** Runs `task` after the retry delay if the connection is still the one it was scheduled on. */
+  private later(task: () => void): void {
+    const epoch = this.epoch;
+    const timer = setTimeout(() => {
+      this.retryTimers.delete(timer);
+      if (epoch === this.epoch) task();
+    }, this.options.retryDelayMs());
+    this.retryTimers.add(timer);
+  }
+
+  private clearRetries(): void {
+    for (const timer of this.retryTimers) clearTimeout(timer);
+    this.retryTimers.clear();
+  }
+}
+
+function asClientError(err: unknown, code: string): ChatClientError {
+  if (err instanceof ChatClientError) return err;
+  return new ChatClientError(code, err instanceof Error ? err.message : String(err));
+}
