@@ -352,6 +352,34 @@ function describeOutboxRelay(name: string, open: () => Promise<DbFixture>): void
       expect(relay.cycles).toBe(cyclesDuringHold + 2);
     });
 
+    it('marks the rows of several cycles with one statement, within markDelayMs', async () => {
+      const bus = await newBus();
+      const store = new PostgresOutboxStore(db);
+      const marks: string[][] = [];
+      const markPublished = store.markPublished.bind(store);
+      store.markPublished = (ids) => (marks.push([...ids]), markPublished(ids));
+      const relay = new OutboxRelay({ store, bus, metrics: new Metrics({ defaultMetrics: false }), logger: silent, options: { pollIntervalMs: 60_000, markDelayMs: 300 } });
+      relays.push(relay);
+      await relay.start();
+      await settled(relay, bus);
+      marks.length = 0;
+
+      const keys = newKeys(4);
+      const startedAt = Date.now();
+      for (const key of keys) {
+        await insertRows(db, [key]);
+        relay.wake();
+        await expect.poll(() => bus.log.publishCount(key), { interval: 5 }).toBe(1);
+      }
+      // Published one cycle each, recorded together once the first has waited markDelayMs.
+      await expect.poll(() => Promise.all(keys.map((k) => rowOf(db, k).then((r) => r?.processed))), { timeout: 5_000, interval: 20 }).toEqual(keys.map(() => true));
+      expect(Date.now() - startedAt).toBeGreaterThanOrEqual(250);
+      const ids = await Promise.all(keys.map((k) => rowOf(db, k).then((r) => String(r!.id))));
+      expect(marks.flat()).toEqual(expect.arrayContaining(ids));
+      // settled()'s own row may still have been waiting for its mark: at most one statement more.
+      expect(marks.length).toBeLessThanOrEqual(2);
+    });
+
     it('computes the retry backoff: min(60 s, 2^n s)', () => {
       expect([1, 2, 3, 4, 5, 6, 7, 10].map(defaultBackoff)).toEqual([2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000]);
     });

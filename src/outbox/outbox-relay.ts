@@ -85,6 +85,13 @@ export interface OutboxRelayOptions {
    * two (and more with more), almost all of them finding nothing. Default 100 ms.
    */
   remoteWakeDelayMs: number;
+  /**
+   * How long published rows may wait to be marked, so that one statement marks the rows of many
+   * cycles: at a steady low rate each cycle publishes a commit or two, and a mark per cycle was a
+   * statement (and a WAL record) per message. A row unmarked when the instance dies is published
+   * again after its lease, as at-least-once allows. Failures are recorded at once. Default 100 ms.
+   */
+  markDelayMs: number;
 }
 
 export interface OutboxRelayDeps {
@@ -110,6 +117,7 @@ export const DEFAULT_OUTBOX_RELAY_OPTIONS: Readonly<OutboxRelayOptions> = Object
   publishTimeoutMs: 10_000,
   errorBackoffMaxMs: 10_000,
   remoteWakeDelayMs: 100,
+  markDelayMs: 100,
 });
 
 type Attempt = { row: LeasedOutboxRow; ok: true } | { row: LeasedOutboxRow; ok: false; error: unknown };
@@ -161,6 +169,8 @@ export class OutboxRelay {
   private lastClaimAt = Number.NEGATIVE_INFINITY;
   private sleeper: { wakeable: boolean; done: () => void } | undefined;
   private pendingMark: PendingMark | undefined;
+  /** When the oldest outcome in pendingMark was added (clock ms). */
+  private markSince = 0;
   /** This relay scheduled retries: ask the database when the next is due rather than wait for a poll. */
   private retriesScheduled = false;
   private lastPruneAt = Number.NEGATIVE_INFINITY;
@@ -342,7 +352,15 @@ export class OutboxRelay {
       // With the bus down nothing can be claimed, so a due retry must not shorten the wait.
       const delay = outcome === 'bus-down' ? this.opts.pollIntervalMs : await this.idleDelay();
       if (this.wakeRequested || this.state !== 'running') continue;
-      await this.sleep(delay, true);
+      const markIn = this.pendingMark ? Math.max(0, this.markSince + this.opts.markDelayMs - this.clock.now().getTime()) : Number.POSITIVE_INFINITY;
+      if (markIn < delay) {
+        // Marks that fall due while idle are recorded on their own, without a cycle (no claim).
+        await this.sleep(markIn, true, false);
+        if (this.wakeRequested || this.state !== 'running') continue;
+        await this.flushMark().catch((err: unknown) => this.log.warn({ err }, 'could not record published outbox rows, will retry'));
+        if (this.wakeRequested || this.state !== 'running') continue;
+        await this.sleep(delay - markIn, true);
+      } else await this.sleep(delay, true);
     }
   }
 
@@ -368,7 +386,8 @@ export class OutboxRelay {
     }
   }
 
-  private sleep(ms: number, wakeable: boolean): Promise<void> {
+  /** `claimAfter`: the timer (a poll, a retry's due time, an error's backoff) means the table may hold due rows. */
+  private sleep(ms: number, wakeable: boolean, claimAfter = true): Promise<void> {
     return new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
@@ -378,7 +397,7 @@ export class OutboxRelay {
       const sleeper = { wakeable, done };
       // Waking from the poll, a retry's due time or an error's backoff: look in the table again.
       const timer = setTimeout(() => {
-        this.claimDue = true;
+        if (claimAfter) this.claimDue = true;
         done();
       }, ms);
       timer.unref();
@@ -388,8 +407,9 @@ export class OutboxRelay {
 
   private async cycle(): Promise<CycleOutcome> {
     this.cycleCount++;
-    // Record the last batch before claiming more: the database may have been down for it.
-    if (this.pendingMark) await this.flushMark();
+    // Failures are recorded before claiming more (their rows must be rescheduled), and published
+    // rows once they have waited long enough or are many.
+    if (this.markDue()) await this.flushMark();
     if (!this.bus.isHealthy()) {
       if (!this.busDown) this.log.warn('bus unavailable; not claiming outbox rows until it is back');
       this.busDown = true;
@@ -410,8 +430,8 @@ export class OutboxRelay {
     }
     const written = rows.length > 0;
     if (written) {
-      this.pendingMark = this.toMark(await this.publishAll(rows, { deliveredHere: true }));
-      await this.flushMark();
+      this.addMark(this.toMark(await this.publishAll(rows, { deliveredHere: true })));
+      if (this.markDue()) await this.flushMark();
     }
     const more = this.adopted.length > 0;
     // Under a steady stream of handed-over rows the relay never sleeps long enough for its poll, so
@@ -422,8 +442,8 @@ export class OutboxRelay {
     this.lastClaimAt = now;
     const claim = await this.store.claim(this.opts.batchSize, this.opts.leaseMs);
     if (claim.length === 0) return more ? 'full' : written ? 'partial' : 'idle';
-    this.pendingMark = this.toMark(await this.publishAll(claim));
-    await this.flushMark();
+    this.addMark(this.toMark(await this.publishAll(claim)));
+    if (this.markDue()) await this.flushMark();
     if (claim.length >= this.opts.batchSize) this.claimDue = true;
     return claim.length >= this.opts.batchSize || more ? 'full' : 'partial';
   }
@@ -509,6 +529,27 @@ export class OutboxRelay {
     return mark;
   }
 
+  private addMark(mark: PendingMark): void {
+    if (!this.pendingMark) {
+      this.pendingMark = mark;
+      this.markSince = this.clock.now().getTime();
+      return;
+    }
+    this.pendingMark.published.push(...mark.published);
+    this.pendingMark.failed.push(...mark.failed);
+  }
+
+  private markDue(): boolean {
+    const mark = this.pendingMark;
+    if (!mark) return false;
+    return (
+      mark.failed.length > 0 ||
+      mark.published.length >= this.opts.batchSize ||
+      this.state !== 'running' ||
+      this.clock.now().getTime() - this.markSince >= this.opts.markDelayMs
+    );
+  }
+
   /** Records pendingMark; on a store error keeps it for the next cycle and throws. */
   private async flushMark(): Promise<void> {
     const mark = this.pendingMark;
@@ -578,7 +619,7 @@ function validate(o: OutboxRelayOptions): void {
   for (const key of positive) {
     if (!Number.isFinite(o[key]) || o[key] <= 0) throw new RangeError(`OutboxRelay: ${key} must be a positive number, got ${o[key]}`);
   }
-  for (const key of ['pruneAfterMs', 'publishTimeoutMs', 'remoteWakeDelayMs'] as const) {
+  for (const key of ['pruneAfterMs', 'publishTimeoutMs', 'remoteWakeDelayMs', 'markDelayMs'] as const) {
     if (!Number.isFinite(o[key]) || o[key] < 0) throw new RangeError(`OutboxRelay: ${key} must be a number ≥ 0, got ${o[key]}`);
   }
   if (typeof o.backoff !== 'function') throw new TypeError('OutboxRelay: backoff must be a function');

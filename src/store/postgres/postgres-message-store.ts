@@ -385,7 +385,7 @@ async function appendInTransaction(
            SELECT d, p, now() + coalesce($14::double precision, 0) * interval '1 millisecond' FROM unnest($11::text[], $12::jsonb[]) AS t(d, p)
            RETURNING ${QUEUED_COLUMNS}
          )
-         SELECT (SELECT count(*) FROM inserted) AS inserted, pg_notify('${OUTBOX_CHANNEL}', $13),
+         SELECT (SELECT count(*) FROM inserted) AS inserted, ${NOTIFY_UNLESS_LEASED('$13', '$14')},
                 (SELECT json_agg(queued) FROM queued) AS queued`,
         [
           records.map((r) => r.id),
@@ -437,15 +437,24 @@ function repeatOutcome(stored: MessageRecord, item: AppendMessage): BatchOutcome
 const QUEUED_COLUMNS = `id::text AS id, payload->'event'->'message'->>'messageId' AS key, created_at AS "createdAt",
            (extract(epoch FROM next_retry_at) * 1000000)::bigint::text AS lease`;
 
+/**
+ * NOTIFY is delivered at commit, once per transaction, to every instance's relay (LISTEN), which
+ * then claims. Rows written leased to this instance are not due for any other relay until the lease
+ * ends, and this instance's relay was handed them directly: a NOTIFY would only make every other
+ * instance (and PostgreSQL, and each LISTEN connection) do work per commit to find nothing. So it
+ * is sent only for rows written due at once.
+ */
+const NOTIFY_UNLESS_LEASED = (origin: string, leaseMs: string): string =>
+  `(SELECT pg_notify('${OUTBOX_CHANNEL}', ${origin}) WHERE ${leaseMs}::double precision IS NULL) AS notified`;
+
 async function insertOutbox(tx: Queryable, destination: string, envelope: BusEnvelope, origin: string, leaseMs: number | null): Promise<QueuedRow> {
-  // NOTIFY is delivered at commit, once per transaction, to every instance's relay (LISTEN).
   const [row] = await tx.query<QueuedRow>(
     `WITH queued AS (
        INSERT INTO chat_message_outbox (destination, payload, next_retry_at)
        VALUES ($1, $2::jsonb, now() + coalesce($4::double precision, 0) * interval '1 millisecond')
        RETURNING ${QUEUED_COLUMNS}
      )
-     SELECT queued.*, pg_notify('${OUTBOX_CHANNEL}', $3) FROM queued`,
+     SELECT queued.*, ${NOTIFY_UNLESS_LEASED('$3', '$4')} FROM queued`,
     [destination, JSON.stringify(envelope), origin, leaseMs],
   );
   return row!;
