@@ -1,13 +1,16 @@
 /**
- * `npm run cluster`: a local cluster of chat-service instances sharing one PostgreSQL, one RabbitMQ
- * and one identity provider's public key, as in production.
+ * `npm run cluster`: a local cluster of chat-service instances behind nginx, sharing one PostgreSQL,
+ * one RabbitMQ and one identity provider's public key, as in production.
  *
- * Starts N instances (default 2; `npm run cluster -- 3` or CLUSTER_SIZE) as child processes on ports
+ * Starts N instances (default 3; `npm run cluster -- 2` or CLUSTER_SIZE) as child processes on ports
  * 8081, 8082, … (CLUSTER_BASE_PORT), against DATABASE_URL and AMQP_URL (default: the local services,
- * database `chat_cluster`, created if missing). It generates an ES256 key pair, plays the identity
- * provider with it (production auth has no /dev/token), gives every instance the public key as
- * JWT_PUBLIC_KEY, and prints ready-made tokens for a few users (CLUSTER_USERS, default alice and
- * bob). Ctrl-C stops every instance gracefully (SIGKILL after 15 s).
+ * database `chat_cluster`, created if missing), and Debian's nginx in front of them on CLUSTER_PORT
+ * (default 8080) with deploy/nginx/chat.conf, the load balancer's configuration as deployed. It
+ * generates an ES256 key pair, plays the identity provider with it (production auth has no
+ * /dev/token), gives every instance the public key as JWT_PUBLIC_KEY, and prints ready-made tokens
+ * for a few users (CLUSTER_USERS, default alice and bob). The last start-up line is
+ * `cluster ready: <url>`. Ctrl-C, or any part exiting, stops everything it started (instances
+ * gracefully, SIGKILL after 25 s).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
@@ -16,11 +19,13 @@ import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
 import pg from 'pg';
+import { nginxMissing, startNginx, type RunningNginx } from './local-nginx.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const env = process.env;
-const SIZE = Number(process.argv[2] ?? env.CLUSTER_SIZE ?? 2);
+const SIZE = Number(process.argv[2] ?? env.CLUSTER_SIZE ?? 3);
 const BASE_PORT = Number(env.CLUSTER_BASE_PORT ?? 8081);
+const LB_PORT = Number(env.CLUSTER_PORT ?? 8080);
 const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/chat_cluster';
 const DATABASE_URL = env.DATABASE_URL ?? DEFAULT_DATABASE_URL;
 const AMQP_URL = env.AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -47,9 +52,14 @@ interface Instance {
 
 /** Every instance started so far: a failure stops them all, so none is left running on its own. */
 const instances: Instance[] = [];
+let balancer: RunningNginx | undefined;
+/** Set once we stop on purpose: exits from then on are expected. */
+let stopping = false;
 const isRunning = (instance: Instance): boolean => instance.child.exitCode === null && instance.child.signalCode === null;
 
 async function stopInstances(graceMs: number): Promise<void> {
+  // The balancer first: no new connection should reach an instance that is draining.
+  await balancer?.stop();
   for (const instance of instances) if (isRunning(instance)) instance.child.kill('SIGTERM');
   const force = setTimeout(() => {
     for (const instance of instances) if (isRunning(instance)) instance.child.kill('SIGKILL');
@@ -59,10 +69,12 @@ async function stopInstances(graceMs: number): Promise<void> {
 }
 
 async function fail(message: string): Promise<never> {
+  if (stopping) return new Promise<never>(() => undefined);
+  stopping = true;
   console.error(`cluster: ${message}`);
-  if (instances.some(isRunning)) {
-    console.error(`cluster: stopping the ${instances.filter(isRunning).length} instance(s) already started`);
-    await stopInstances(10_000);
+  if (instances.some(isRunning) || balancer) {
+    console.error(`cluster: stopping the ${instances.filter(isRunning).length} instance(s) already started${balancer ? ' and nginx' : ''}`);
+    await stopInstances(25_000);
   }
   process.exit(2);
 }
@@ -133,18 +145,19 @@ async function waitUntilReady(instance: Instance, timeoutMs = 60_000): Promise<v
 
 async function main(): Promise<void> {
   if (!Number.isInteger(SIZE) || SIZE < 1 || SIZE > 16) await fail(`cluster size must be 1..16, got ${process.argv[2] ?? env.CLUSTER_SIZE}`);
+  const noNginx = nginxMissing();
+  if (noNginx) await fail(noNginx);
   await ensureDatabase();
 
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const publicKeyPem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
-  const origins = Array.from({ length: SIZE }, (_, i) => [`http://localhost:${BASE_PORT + i}`, `http://127.0.0.1:${BASE_PORT + i}`]).flat().join(',');
+  const origins = [LB_PORT, ...Array.from({ length: SIZE }, (_, i) => BASE_PORT + i)].flatMap((port) => [`http://localhost:${port}`, `http://127.0.0.1:${port}`]).join(',');
 
-  let stopping = false;
   const stopAll = async (signal: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
-    console.log(`\ncluster: ${signal}: stopping ${instances.length} instance(s)…`);
-    await stopInstances(15_000);
+    console.log(`\ncluster: ${signal}: stopping nginx and ${instances.length} instance(s)…`);
+    await stopInstances(25_000);
     console.log('cluster: stopped');
     process.exit(0);
   };
@@ -154,10 +167,21 @@ async function main(): Promise<void> {
   for (let i = 0; i < SIZE; i++) instances.push(start(i, publicKeyPem, origins));
   for (const instance of instances) {
     void instance.exited.then((code) => {
-      if (!stopping) console.error(`cluster: ${instance.name} exited unexpectedly (${code}); the others keep running`);
+      if (!stopping) void fail(`${instance.name} exited unexpectedly (${code}); stopping the rest`);
     });
   }
   await Promise.all(instances.map((i) => waitUntilReady(i)));
+  try {
+    balancer = await startNginx(
+      instances.map((i) => `127.0.0.1:${i.port}`),
+      LB_PORT,
+    );
+  } catch (err) {
+    await fail(`nginx did not start on port ${LB_PORT} (${(err as Error).message}); is the port taken? set CLUSTER_PORT`);
+  }
+  void balancer?.exited.then((code) => {
+    if (!stopping) void fail(`nginx exited unexpectedly (${code}); stopping the instances`);
+  });
 
   const tokens = await Promise.all(
     USERS.map(async (user) => ({
@@ -172,12 +196,14 @@ async function main(): Promise<void> {
         .sign(privateKey),
     })),
   );
-  const first = `http://127.0.0.1:${BASE_PORT}`;
-  const second = `http://127.0.0.1:${BASE_PORT + Math.min(1, SIZE - 1)}`;
+  const lb = `http://127.0.0.1:${LB_PORT}`;
+  const first = lb;
+  const second = lb;
   const [a, b] = tokens;
   const lines = [
     '',
-    `chat-service cluster: ${SIZE} instance(s), one database, one broker, one identity provider`,
+    `chat-service cluster: ${SIZE} instance(s) behind nginx, one database, one broker, one identity provider`,
+    `  nginx     ${lb}   (deploy/nginx/chat.conf: WebSocket, SockJS sticky by session, REST spread)`,
     `  database  ${DATABASE_URL.replace(/\/\/[^@/]*@/, '//…@')}`,
     `  broker    ${AMQP_URL.replace(/\/\/[^@/]*@/, '//…@')}`,
     ...instances.map((i) => `  ${i.name}     http://127.0.0.1:${i.port}   (ws://127.0.0.1:${i.port}/ws for STOMP, /health/ready, /metrics)`),
@@ -193,7 +219,7 @@ async function main(): Promise<void> {
   ];
   if (a && b) {
     lines.push(
-      'Try it: alice on one instance, bob on another, any instance serves anyone:',
+      'Try it through the load balancer (each request may land on another instance):',
       `  A='${a.token}'`,
       `  B='${b.token}'`,
       `  SID=$(curl -s -XPOST ${first}/api/chat/init -H "authorization: Bearer $A" -H 'content-type: application/json' \\`,
@@ -202,12 +228,12 @@ async function main(): Promise<void> {
       `    -d "{\\"sessionId\\":\\"$SID\\",\\"content\\":\\"hi Bob\\",\\"clientMessageId\\":\\"$(cat /proc/sys/kernel/random/uuid)\\"}"`,
       `  curl -s "${second}/api/chat/$SID/history" -H "authorization: Bearer $B"`,
       '',
-      `STOMP: connect to ws://127.0.0.1:${BASE_PORT}/ws (subprotocol v12.stomp) or SockJS at ${first}/ws with the`,
+      `STOMP: connect to ws://127.0.0.1:${LB_PORT}/ws (subprotocol v12.stomp) or SockJS at ${lb}/ws with the`,
       'CONNECT header "Authorization: Bearer <token>"; see README "Real time".',
       '',
     );
   }
-  lines.push('Ctrl-C stops every instance.', '');
+  lines.push('Ctrl-C stops nginx and every instance.', '', `cluster ready: ${lb}`);
   console.log(lines.join('\n'));
 }
 

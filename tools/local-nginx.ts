@@ -37,7 +37,7 @@ export function writeNginxConfig(site: NginxSite): string {
   let chat = readFileSync(CHAT_CONF, 'utf8');
   if (listenPort !== undefined) {
     chat = chat.replace(/listen 8080;/, `listen 127.0.0.1:${listenPort};`).replace(/listen \[::\]:8080;/, hasIpv6Loopback() ? `listen [::1]:${listenPort};` : '');
-    if (/8080/.test(chat)) throw new Error('chat.conf listens on 8080 in a way this launcher does not rewrite');
+    if (/listen (\[::\]:)?8080;/.test(chat)) throw new Error('chat.conf listens on 8080 in a way this launcher does not rewrite');
   }
   writeFileSync(path.join(dir, 'chat.conf'), chat);
   const main = path.join(dir, 'nginx.conf');
