@@ -30,6 +30,7 @@ import { RealtimeGateway } from './realtime/realtime-gateway.js';
 import { UserRateLimiter } from './limits/user-rate-limiter.js';
 import { RealtimeEndpoints } from './realtime/realtime-endpoints.js';
 import { buildManagementServer, type ReadinessChecks } from './http/operations.js';
+import { startTracing } from './observability/tracing.js';
 import { compileTrustProxy } from './realtime/client-address.js';
 import type { StompConnectionOptions } from './realtime/stomp/stomp-connection.js';
 import { DEFAULT_OUTBOX_RELAY_OPTIONS, OutboxRelay, type OutboxRelayOptions } from './outbox/outbox-relay.js';
@@ -166,6 +167,11 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
   };
 
   try {
+    if (config.tracing) {
+      // First in, last out: spans of the shutdown itself still reach the collector.
+      const tracing = startTracing({ ...config.tracing, instanceId: config.instanceId });
+      stack.push({ name: 'tracing', stop: () => tracing.shutdown() });
+    }
     const metrics = options.metrics ?? new Metrics();
     const db = await openDatabase(config.store, logger, options.database);
     stack.push({ name: 'database', stop: () => db.close() });

@@ -53,6 +53,7 @@ import { closeAmqpConnection, openAmqpConnection, type AmqpConnectionOptions } f
 import { decodeJsonBody } from '../amqp/json-body.js';
 import { silentLogger, type AdapterLogger } from '../shared/adapter-logger.js';
 import { withTimeout } from '../shared/timeout.js';
+import { traceCarrier } from '../observability/tracing.js';
 import { normaliseUserEmail, userRoutingKey } from './user-routing-key.js';
 
 export interface RabbitMqEventBusOptions extends Pick<AmqpConnectionOptions, 'url' | 'heartbeatSec' | 'connectionTimeoutMs'> {
@@ -185,7 +186,7 @@ export class RabbitMqEventBus implements EventBus {
       const [routingKey, ...cc] = keys;
       if (routingKey !== undefined) {
         const body = Buffer.from(`{"batch":[${parts.join(',')}]}`, 'utf8');
-        const headers = { ...(cc.length > 0 ? { CC: cc } : {}), ...(options.deliveredHere ? { [ORIGIN_HEADER]: this.queueName } : {}) };
+        const headers = { ...(cc.length > 0 ? { CC: cc } : {}), ...(options.deliveredHere ? { [ORIGIN_HEADER]: this.queueName } : {}), ...traceCarrier() };
         // Not application/json, which rabbitmq-client would parse before the origin can be checked.
         sends.push(publisher.send({ exchange: this.exchange, routingKey, contentType: BATCH_CONTENT_TYPE, headers }, body));
       }

@@ -33,6 +33,8 @@ export interface BusEnvelope {
   /** Lower-cased emails of the users this event must reach (usually both participants). */
   readonly recipients: readonly string[];
   readonly event: ChatEvent;
+  /** The W3C trace context of the request that caused the event (`traceparent`), when traced. */
+  readonly trace?: Readonly<Record<string, string>>;
 }
 
 export interface PublishBatchOptions {

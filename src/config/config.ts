@@ -40,6 +40,8 @@ export interface Config {
   readonly readyMaxOutboxLagMs: number;
   /** How long a SIGTERM drain may take before the process exits anyway. */
   readonly shutdownTimeoutMs: number;
+  /** OpenTelemetry traces to an OTLP/HTTP endpoint; undefined = tracing off. */
+  readonly tracing: { readonly endpoint: string; readonly serviceName: string } | undefined;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly instanceId: string;
 }
@@ -174,6 +176,7 @@ export function loadConfig(env: Env = process.env): Config {
     }
   }
 
+  const otlpEndpoint = urlVar(env, 'OTEL_EXPORTER_OTLP_ENDPOINT', ['http:', 'https:']);
   const config: Config = {
     port: intVar(env, 'PORT', 8080, 0, 65535),
     // Anyone who reaches the dev issuer can mint a token for any user: by default only this machine can.
@@ -211,6 +214,7 @@ export function loadConfig(env: Env = process.env): Config {
     managementPort: env.MANAGEMENT_PORT ? intVar(env, 'MANAGEMENT_PORT', 0, 0, 65535) : undefined,
     readyMaxOutboxLagMs: intVar(env, 'READY_MAX_OUTBOX_LAG_MS', 30_000, 1, 24 * 3600_000),
     shutdownTimeoutMs: intVar(env, 'SHUTDOWN_TIMEOUT_MS', 20_000, 1, 3600_000),
+    tracing: otlpEndpoint ? { endpoint: otlpEndpoint, serviceName: stringVar(env, 'OTEL_SERVICE_NAME') ?? 'chat-service' } : undefined,
     logLevel: logLevel as Config['logLevel'],
     instanceId: stringVar(env, 'INSTANCE_ID') ?? `${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
   };
@@ -233,5 +237,5 @@ export const CONFIG_VARIABLES = [
   'SEND_QUEUE', 'RATE_LIMIT_PER_MINUTE', 'STOMP_FRAMES_PER_SECOND', 'STOMP_FRAME_BURST', 'MAX_CONNECTIONS_PER_USER',
   'STOMP_IDLE_TIMEOUT_MS', 'JWT_MAX_AGE',
   'TRUST_PROXY', 'MAX_PENDING_CONNECTIONS', 'MAX_PENDING_CONNECTIONS_PER_ADDRESS',
-  'MANAGEMENT_PORT', 'READY_MAX_OUTBOX_LAG_MS', 'SHUTDOWN_TIMEOUT_MS',
+  'MANAGEMENT_PORT', 'READY_MAX_OUTBOX_LAG_MS', 'SHUTDOWN_TIMEOUT_MS', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_SERVICE_NAME',
 ] as const;

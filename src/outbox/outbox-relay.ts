@@ -41,6 +41,7 @@
  */
 import type { Logger } from 'pino';
 import { asBusEnvelope } from '../chat/bus-envelope.js';
+import { traceBatch } from '../observability/tracing.js';
 import {
   systemClock,
   type BusEnvelope,
@@ -465,7 +466,9 @@ export class OutboxRelay {
       if (last && last.length < this.opts.publishBatchSize) last.push(row);
       else chunks.push([row]);
     }
-    const outcomes = await Promise.allSettled(chunks.map((chunk) => this.publishChunk(chunk.map((row) => row.payload), options)));
+    const outcomes = await Promise.allSettled(
+      chunks.map((chunk) => traceBatch('outbox.publish', chunk.map((row) => row.payload.trace), () => this.publishChunk(chunk.map((row) => row.payload), options))),
+    );
     const now = this.clock.now().getTime();
     chunks.forEach((chunk, i) => {
       const outcome = outcomes[i]!;

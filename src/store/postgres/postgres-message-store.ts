@@ -23,6 +23,7 @@ import type {
 import { sessionTopic } from '../../chat/chat-events.js';
 import { type BatchOutcome, GroupCommitter } from './group-committer.js';
 import { isConnectionFailure, type Queryable, type SqlDatabase } from './sql-database.js';
+import { inSpan, traceCarrier } from '../../observability/tracing.js';
 
 /** The NOTIFY channel that announces new outbox rows to every instance's relay. */
 export const OUTBOX_CHANNEL = 'chat_outbox';
@@ -115,7 +116,12 @@ export class PostgresMessageStore implements MessageStore {
   }
 
   appendMessage(cmd: AppendMessage): Promise<AppendResult> {
-    return this.appends.submit(cmd);
+    // The caller's trace context, captured here: the group commit runs the batch in whichever
+    // caller's context flushed it, and each event must carry its own sender's.
+    const carrier = traceCarrier();
+    if (!carrier) return this.appends.submit(cmd);
+    const toEvent: AppendMessage['toEvent'] = (stored) => ({ ...cmd.toEvent(stored), trace: carrier });
+    return inSpan('chat.store', { 'chat.session_id': cmd.sessionId }, () => this.appends.submit({ ...cmd, toEvent }));
   }
 
   async history(sessionId: string, page: { limit: number; beforeSeq?: number; afterSeq?: number }): Promise<MessageRecord[]> {
