@@ -155,7 +155,11 @@ export interface AppOptions {
 
 export async function createApp(config: Config, logger: Logger, options: AppOptions = {}): Promise<App> {
   const stack: Array<{ name: string; stop: () => Promise<void> }> = [];
+  /** Set first when stopping: readiness turns 503 before anything closes. */
+  const lifecycle = { draining: false };
   const stopAll = async (): Promise<void> => {
+    lifecycle.draining = true;
+    if (stack.length > 0) logger.info({ components: stack.length }, 'draining: readiness down, closing connections, flushing sends and the outbox');
     for (const { name, stop } of stack.reverse()) {
       try {
         await stop();
@@ -175,12 +179,17 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     const metrics = options.metrics ?? new Metrics();
     const db = await openDatabase(config.store, logger, options.database);
     stack.push({ name: 'database', stop: () => db.close() });
+    // Stopped late (the stack unwinds in reverse): probes keep answering, 503, while the rest drains.
+    let management: FastifyInstance | undefined;
+    stack.push({ name: 'management', stop: async () => management?.close() });
     const outboxOptions = { ...DEFAULT_OUTBOX_RELAY_OPTIONS, ...options.outbox };
     // Rows are written leased to this instance's relay for as long as one of its claims would be.
     const store = new PostgresMessageStore(db, config.instanceId, { leaseOutboxMs: outboxOptions.leaseMs });
     // Scrapes count through the main pool; the relay's small pool is sized for its own statements.
     const outboxForMetrics = new PostgresOutboxStore(db);
     metrics.outboxCounts = () => outboxForMetrics.counts();
+    metrics.outboxOldestPendingAgeMs = () => outboxForMetrics.oldestPendingAgeMs();
+    metrics.dbPoolStats = () => db.poolStats();
 
     const devIssuer = config.auth.kind === 'dev' ? DevTokenIssuer.open(config.store.kind === 'pglite' && !config.store.dataDir ? undefined : config.dataDir) : undefined;
     const verifier = buildVerifier(config, devIssuer);
@@ -240,14 +249,24 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
       },
     });
 
-    const readiness = async (): Promise<ReadinessChecks> => ({
-      database: await db.ping().then(
-        () => 'up' as const,
-        () => 'down' as const,
-      ),
-      bus: bus.isHealthy() ? 'up' : 'down',
-      sendQueue: sendQueue.isHealthy() ? 'up' : 'down',
-    });
+    const readiness = async (): Promise<ReadinessChecks> => {
+      const [database, outboxAgeMs] = await Promise.all([
+        db.ping().then(
+          () => 'up' as const,
+          () => 'down' as const,
+        ),
+        outboxForMetrics.oldestPendingAgeMs().catch(() => Number.POSITIVE_INFINITY),
+      ]);
+      return {
+        // Draining: the load balancer must stop sending new clients here before they are told to leave.
+        accepting: lifecycle.draining ? 'down' : 'up',
+        database,
+        bus: bus.isHealthy() ? 'up' : 'down',
+        sendQueue: sendQueue.isHealthy() ? 'up' : 'down',
+        // Events older than this not yet published: this instance's relay is stuck or far behind.
+        outbox: (outboxAgeMs ?? 0) <= config.readyMaxOutboxLagMs ? 'up' : 'down',
+      };
+    };
     const http = buildHttpServer({
       chat,
       sends,
@@ -273,8 +292,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     const url = `http://${host}:${address.port}`;
     let managementUrl: string | undefined;
     if (config.managementPort !== undefined) {
-      const management = buildManagementServer({ metrics, readiness, logger });
-      stack.push({ name: 'management', stop: () => management.close() });
+      management = buildManagementServer({ metrics, readiness, logger });
       await management.listen({ port: config.managementPort, host: config.host });
       managementUrl = `http://${host}:${(management.server.address() as AddressInfo).port}`;
     }

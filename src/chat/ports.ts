@@ -172,6 +172,8 @@ export interface OutboxStore {
   nextRetryInMs(): Promise<number | null>;
   prune(olderThanMs: number, limit: number): Promise<number>;
   counts(): Promise<{ pending: number; dead: number }>;
+  /** Age of the oldest row not yet published (and not dead), by the database's clock; null when none. */
+  oldestPendingAgeMs(): Promise<number | null>;
   subscribe(handler: (wake: OutboxWake) => void): Promise<() => Promise<void>>;
 }
 

@@ -42,6 +42,66 @@ export class Metrics {
     },
   });
 
+  /** Read at scrape time; set by the composition root. */
+  outboxOldestPendingAgeMs: (() => Promise<number | null>) | undefined;
+  dbPoolStats: (() => { inUse: number; idle: number; waiting: number }) | undefined;
+
+  readonly outboxOldestPending = new Gauge({
+    name: 'chat_outbox_oldest_pending_seconds',
+    help: 'Age of the oldest outbox row not yet published (0 when none): the outbox lag readiness bounds',
+    registers: [this.registry],
+    collect: async () => {
+      try {
+        const ms = await this.outboxOldestPendingAgeMs?.();
+        if (ms !== undefined) this.outboxOldestPending.set((ms ?? 0) / 1000);
+      } catch {
+        // As for the row counts: the last value stays, readiness reports the outage.
+      }
+    },
+  });
+
+  readonly dbPool = new Gauge({
+    name: 'chat_db_pool_connections',
+    help: 'Database pool connections in use and idle, and callers waiting for one',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const stats = this.dbPoolStats?.();
+      if (!stats) return;
+      this.dbPool.set({ state: 'in_use' }, stats.inUse);
+      this.dbPool.set({ state: 'idle' }, stats.idle);
+      this.dbPool.set({ state: 'waiting' }, stats.waiting);
+    },
+  });
+
+  readonly busMessages = new Counter({
+    name: 'chat_bus_messages_total',
+    help: 'Events through the bus: published by this instance, received from it, delivered here directly',
+    labelNames: ['direction'] as const,
+    registers: [this.registry],
+  });
+
+  readonly messagesDelivered = new Counter({
+    name: 'chat_messages_delivered_total',
+    help: 'Message frames written to subscribers\' connections on this instance',
+    registers: [this.registry],
+  });
+
+  readonly deliveryLatency = new Histogram({
+    name: 'chat_delivery_latency_seconds',
+    help: 'From a message being accepted (its sentAt) to its frame being written to a recipient connection on this instance',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30],
+    registers: [this.registry],
+  });
+
+  readonly stompFrameDuration = new Histogram({
+    name: 'chat_stomp_frame_duration_seconds',
+    help: 'Time to handle an inbound STOMP frame, by command (a SEND until it is stored or queued)',
+    labelNames: ['command'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+
   readonly outboxPublished = new Counter({ name: 'chat_outbox_published_total', help: 'Outbox events published to the bus', registers: [this.registry] });
   readonly outboxFailed = new Counter({ name: 'chat_outbox_publish_failures_total', help: 'Outbox publish attempts that failed', registers: [this.registry] });
   readonly outboxDeadTotal = new Counter({ name: 'chat_outbox_dead_total', help: 'Outbox rows marked dead by this instance', registers: [this.registry] });

@@ -307,6 +307,17 @@ export function describeOutboxStoreContract(name: string, open: () => Promise<Ou
       expect(await fx.peer.counts()).toEqual({ pending: 3, dead: 2 });
     });
 
+    it('tells the age of the oldest pending row, ignoring published and dead rows', async () => {
+      expect(await fx.store.oldestPendingAgeMs()).toBeNull();
+      await fx.write([{ key: 'published', processedAgoMs: 120_000 }, { key: 'dead', dead: true }]);
+      expect(await fx.store.oldestPendingAgeMs()).toBeNull();
+      await fx.write([{ key: 'leased', dueInMs: LEASE_MS }]);
+      await new Promise((r) => setTimeout(r, 50));
+      const age = await fx.store.oldestPendingAgeMs();
+      expect(age).toBeGreaterThanOrEqual(40);
+      expect(age).toBeLessThan(10_000);
+    });
+
     it('accepts empty arrays and touches nothing', async () => {
       await fx.write([{ key: 'row' }]);
       const before = await fx.read();

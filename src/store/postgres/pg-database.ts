@@ -177,6 +177,11 @@ export class PgDatabase implements SqlDatabase {
     };
   }
 
+  poolStats(): { inUse: number; idle: number; waiting: number } {
+    const { totalCount, idleCount, waitingCount } = this.pool;
+    return { inUse: totalCount - idleCount, idle: idleCount, waiting: waitingCount };
+  }
+
   async ping(): Promise<void> {
     await this.pool.query({ text: 'SELECT 1', query_timeout: 2_000 } as pg.QueryConfig);
   }

@@ -35,9 +35,21 @@ export class PgliteDatabase implements SqlDatabase {
     }
   }
 
+  /** Statements and transactions called and not yet finished: one runs, the rest wait. */
+  private pending = 0;
+
   async query<R>(sql: string, params?: readonly unknown[]): Promise<R[]> {
-    await yieldToIo();
-    return (await this.db.query<R>(sql, params as unknown[] | undefined)).rows;
+    this.pending++;
+    try {
+      await yieldToIo();
+      return (await this.db.query<R>(sql, params as unknown[] | undefined)).rows;
+    } finally {
+      this.pending--;
+    }
+  }
+
+  poolStats(): { inUse: number; idle: number; waiting: number } {
+    return { inUse: Math.min(1, this.pending), idle: this.pending > 0 ? 0 : 1, waiting: Math.max(0, this.pending - 1) };
   }
 
   /** Runs a script of several statements (migrations); the extended protocol allows only one. */
@@ -47,10 +59,15 @@ export class PgliteDatabase implements SqlDatabase {
   }
 
   async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    await yieldToIo();
-    return this.db.transaction(async (pgTx) =>
-      fn({ query: async <R>(sql: string, params?: readonly unknown[]) => (await pgTx.query<R>(sql, params as unknown[] | undefined)).rows }),
-    );
+    this.pending++;
+    try {
+      await yieldToIo();
+      return await this.db.transaction(async (pgTx) =>
+        fn({ query: async <R>(sql: string, params?: readonly unknown[]) => (await pgTx.query<R>(sql, params as unknown[] | undefined)).rows }),
+      );
+    } finally {
+      this.pending--;
+    }
   }
 
   async listen(channel: string, handler: (payload: string) => void): Promise<() => Promise<void>> {

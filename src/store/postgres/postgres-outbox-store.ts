@@ -88,6 +88,12 @@ const COUNTS_SQL = `
 SELECT (SELECT count(*) FROM chat_message_outbox WHERE NOT processed AND NOT dead) AS pending,
        (SELECT count(*) FROM chat_message_outbox WHERE dead) AS dead`;
 
+/** The partial index on unpublished rows serves the min; readiness asks it on every probe. */
+const OLDEST_PENDING_SQL = `
+SELECT (extract(epoch FROM now() - min(created_at)) * 1000)::float8 AS ms
+  FROM chat_message_outbox
+ WHERE NOT processed AND NOT dead`;
+
 // -------------------------------------------------------------------------------------------------
 
 export interface PostgresOutboxStoreOptions {
@@ -155,6 +161,12 @@ export class PostgresOutboxStore implements OutboxStore {
   async counts(): Promise<{ pending: number; dead: number }> {
     const rows = await this.db.query<{ pending: string | number; dead: string | number }>(COUNTS_SQL);
     return { pending: Number(rows[0]?.pending ?? 0), dead: Number(rows[0]?.dead ?? 0) };
+  }
+
+  async oldestPendingAgeMs(): Promise<number | null> {
+    const rows = await this.db.query<{ ms: number | string | null }>(OLDEST_PENDING_SQL);
+    const ms = rows[0]?.ms;
+    return ms === null || ms === undefined ? null : Math.max(0, Number(ms));
   }
 
   /**

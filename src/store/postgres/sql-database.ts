@@ -21,6 +21,8 @@ export interface SqlDatabase extends Queryable {
   listen(channel: string, handler: (payload: string) => void): Promise<() => Promise<void>>;
   /** Resolves when the database answers a trivial query within a short timeout. */
   ping(): Promise<void>;
+  /** Connections checked out, idle, and callers waiting for one (a pool of one on PGlite). */
+  poolStats(): { inUse: number; idle: number; waiting: number };
   close(): Promise<void>;
 }
 
