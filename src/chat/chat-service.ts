@@ -3,16 +3,11 @@
  * reads and writes through the ports, and transports (HTTP, STOMP) call it with the caller's
  * verified identity.
  */
+import type { Caller } from './caller.js';
 import { CHAT_ERROR_CATALOGUE, ChatError } from './chat-errors.js';
 import { type ChatMessageView, type Destination, sessionTopic } from './chat-events.js';
 import type { BusEnvelope, Clock, EventBus, MessageRecord, MessageStore, Participant, ProfileDirectory, SessionRecord } from './ports.js';
 import { normalizeEmail, requireContent, requireEmail, requireIntent, requireSeq, requireUuid } from './validation.js';
-
-/** The authenticated user on whose behalf a use case runs; email is lower-cased by the verifier. */
-export interface Caller {
-  readonly email: string;
-  readonly displayName?: string;
-}
 
 export interface SendMessageInput {
   sessionId: unknown;

@@ -3,6 +3,7 @@
  * world only through them. Each doc comment is the contract that the port's shared contract test
  * suite checks against every implementation.
  */
+import type { Caller } from './caller.js';
 import type { ChatEvent } from './chat-events.js';
 
 /** A person's profile for one intent, as the profile directory knows it. */
@@ -87,7 +88,7 @@ export interface EventBus {
 
 /** A send taken in while it could not be stored at once, as the client sent it (checked again when stored). */
 export interface QueuedSend {
-  readonly caller: { readonly email: string; readonly displayName?: string };
+  readonly caller: Caller;
   readonly request: {
     readonly sessionId: unknown;
     readonly content: unknown;

@@ -13,7 +13,8 @@ import type { ChatService } from '../chat/chat-service.js';
 import type { SendPath } from '../chat/send-path.js';
 import { findMalformedText } from '../chat/text-rules.js';
 import { requireDisplayName, requireEmail } from '../chat/validation.js';
-import type { TokenVerifier, VerifiedCaller } from '../auth/token-verifier.js';
+import type { TokenVerifier } from '../auth/token-verifier.js';
+import type { Caller } from '../chat/caller.js';
 import type { DevTokenIssuer } from '../auth/dev-token-issuer.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { UserRateLimiter } from '../limits/user-rate-limiter.js';
@@ -57,7 +58,7 @@ export interface HttpServerDeps {
 
 declare module 'fastify' {
   interface FastifyRequest {
-    caller?: VerifiedCaller;
+    caller?: Caller;
   }
 }
 
@@ -117,11 +118,11 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
     const header = request.headers.authorization;
     const match = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     if (!match) throw new ChatError('UNAUTHENTICATED', 'send Authorization: Bearer <token>');
-    request.caller = await deps.verifier.verify(match[1]!);
+    request.caller = (await deps.verifier.verify(match[1]!)).caller;
     // After verification: the budget belongs to a proven identity, not to whatever a token claims.
     await deps.requestLimiter.take(request.caller.email);
   };
-  const caller = (request: FastifyRequest): VerifiedCaller => {
+  const caller = (request: FastifyRequest): Caller => {
     if (!request.caller) throw new ChatError('UNAUTHENTICATED');
     return request.caller;
   };

@@ -16,7 +16,7 @@
  *   copying): one at a time per session, counted while streaming, refused with 413 past the cap.
  * - JSONP and htmlfile transports and the iframe page are off (script-injection surface, CDN page).
  * - A SockJS session is bound to the client that opened it (address as the trusted proxy reports
- *   it, user agent, Origin), and records its principal once CONNECT succeeded: sockjs-node finds
+ *   it, user agent, Origin), and records its caller once CONNECT succeeded: sockjs-node finds
  *   sessions by the URL's id alone, so otherwise anyone who learns the id could post frames that
  *   act as the session's authenticated user, or poll its messages away.
  * - `ws` and sockjs-node's own WebSocket take at most one frame's worth per message, and no
@@ -169,7 +169,7 @@ export class RealtimeEndpoints {
     let entry = this.sessions.get(route.session);
     if (entry) {
       if (!entry.admits(client)) {
-        if (entry.principal) this.options.logger.info({ principal: entry.principal, address: client.address }, 'request for an authenticated SockJS session from another client refused');
+        if (entry.callerEmail) this.options.logger.info({ caller: entry.callerEmail, address: client.address }, 'request for an authenticated SockJS session from another client refused');
         return this.refuse(res, { status: 403, reason: 'session_bound_elsewhere', code: 'ORIGIN_NOT_ALLOWED', detail: 'this SockJS session belongs to another client' });
       }
       // The client may still fetch the frames that ended the session; after that, sockjs-node's own
@@ -333,7 +333,7 @@ export class RealtimeEndpoints {
       const session = entry;
       session.sock = sock;
       session.conn = conn;
-      this.onAuthenticated.set(conn, () => session.authenticated(conn.principal?.email ?? ''));
+      this.onAuthenticated.set(conn, () => session.authenticated(conn.caller?.email ?? ''));
       conn.onClosed(() => (session.endedAt = Date.now()));
     } else {
       const { slot, socket } = upgrade!;
@@ -400,7 +400,7 @@ export class RealtimeEndpoints {
       discardRestOfBody(req, REFUSED_BODY_LINGER_MS);
       return;
     }
-    const preConnect = entry.principal === undefined;
+    const preConnect = entry.callerEmail === undefined;
     const cap = preConnect ? Math.max(0, PRE_CONNECT_BYTES - entry.preConnectBytes) : this.maxXhrSendBytes;
     entry.sending = true;
     const read = await readCappedBody(req, cap).finally(() => (entry.sending = false));

@@ -24,6 +24,7 @@
  *
  * Spec: https://stomp.github.io/stomp-specification-1.2.html
  */
+import type { Caller } from '../../chat/caller.js';
 import { ChatError } from '../../chat/chat-errors.js';
 import { FrameBudget, type FrameBudgetVerdict } from '../../limits/frame-budget.js';
 import { InboundBacklog, type InboundBacklogLimits } from '../../limits/inbound-backlog.js';
@@ -51,16 +52,10 @@ export interface Subscription {
   readonly ack: AckMode;
 }
 
-export interface Principal {
-  readonly email: string;
-  readonly displayName?: string;
-  readonly expiresAt: Date;
-}
-
 /** What the application does with a connection's frames. Errors it throws are ChatErrors. */
 export interface StompHandler {
-  /** Verifies the CONNECT credentials (a bearer token). */
-  authenticate(token: string | undefined): Promise<Principal>;
+  /** Verifies the CONNECT credentials (a bearer token): whom they name, and until when. */
+  authenticate(token: string | undefined): Promise<{ readonly caller: Caller; readonly expiresAt: Date }>;
   /** Called once after CONNECTED is written; the connection is now routable. */
   connected(conn: StompConnection): Promise<void>;
   /** Authorises and registers a subscription; throwing refuses it. */
@@ -128,7 +123,8 @@ let connectionCounter = 0;
 
 export class StompConnection {
   readonly id = `c${(++connectionCounter).toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
-  principal: Principal | undefined;
+  /** Whom the connection acts for, from CONNECT on. */
+  caller: Caller | undefined;
   private state: 'awaiting-connect' | 'connected' | 'closed' = 'awaiting-connect';
   private readonly decoder: StompFrameDecoder;
   private readonly subscriptions = new Map<string, Subscription>();
@@ -380,16 +376,16 @@ export class StompConnection {
     const authorization = header(frame, 'Authorization') ?? header(frame, 'authorization');
     const bearer = authorization ? /^Bearer\s+(\S+)\s*$/i.exec(authorization)?.[1] : undefined;
     const token = bearer ?? header(frame, 'passcode');
-    let principal: Principal;
+    let verified: { readonly caller: Caller; readonly expiresAt: Date };
     try {
-      principal = await this.handler.authenticate(token);
+      verified = await this.handler.authenticate(token);
     } catch (err) {
       const message = err instanceof ChatError ? err.message : 'authentication failed';
       this.fail('UNAUTHENTICATED', message, receipt);
       return;
     }
     if (this.state === 'closed') return;
-    this.principal = principal;
+    this.caller = verified.caller;
 
     const [clientSends, clientWants] = parseHeartBeat(header(frame, 'heart-beat'));
     const sendEvery = clientWants > 0 && this.options.heartbeatSendMs > 0 ? Math.max(clientWants, this.options.heartbeatSendMs) : 0;
@@ -413,7 +409,7 @@ export class StompConnection {
           ['heart-beat', `${this.options.heartbeatSendMs},${this.options.heartbeatReceiveMs}`],
           ['server', 'chat-service/1'],
           ['session', this.id],
-          ['user-name', principal.email],
+          ['user-name', verified.caller.email],
         ],
         body: Buffer.alloc(0),
       }),
@@ -442,7 +438,7 @@ export class StompConnection {
         }
       }, Math.max(50, Math.floor(idle / 4))));
     }
-    const ttl = principal.expiresAt.getTime() - Date.now();
+    const ttl = verified.expiresAt.getTime() - Date.now();
     // setTimeout takes at most ~24.8 days; a longer token simply outlives the timer's reach.
     if (ttl < 2 ** 31 - 1) this.addTimer(setTimeout(() => this.fail('TOKEN_EXPIRED', 'the token has expired; reconnect with a fresh one'), Math.max(0, ttl)));
   }
