@@ -18,7 +18,7 @@ import type { Caller } from '../chat/caller.js';
 import type { DevTokenIssuer } from '../auth/dev-token-issuer.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { UserRateLimiter } from '../limits/user-rate-limiter.js';
-import { sendProblem, toChatError } from './problem-details.js';
+import { httpProblem, sendProblem } from './problem-details.js';
 import webPage from './web-page.js';
 import {
   ChatMessageBody,
@@ -32,7 +32,7 @@ import {
   UnreadQuery,
 } from './schemas.js';
 
-export const BODY_LIMIT_BYTES = 64 * 1024;
+const BODY_LIMIT_BYTES = 64 * 1024;
 
 export interface HttpServerDeps {
   chat: ChatService;
@@ -108,11 +108,11 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
   });
 
   app.setErrorHandler((err, request, reply) => {
-    const chatError = toChatError(err as Error);
-    if (chatError.code === 'INTERNAL') request.log.error({ err }, 'unhandled error');
-    return sendProblem(reply, request, chatError);
+    const problem = httpProblem(err);
+    if (problem.code === 'INTERNAL') request.log.error({ err }, 'unhandled error');
+    return sendProblem(reply, request, problem);
   });
-  app.setNotFoundHandler((request, reply) => sendProblem(reply, request, new ChatError('ROUTE_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`)));
+  app.setNotFoundHandler((request, reply) => sendProblem(reply, request, httpProblem(new ChatError('ROUTE_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`))));
 
   const authenticate = async (request: FastifyRequest): Promise<void> => {
     const header = request.headers.authorization;

@@ -10,7 +10,8 @@
  * participants, so their user interest already covers the topic.
  */
 import type { Logger } from 'pino';
-import { CHAT_ERROR_CATALOGUE, ChatError } from '../chat/chat-errors.js';
+import { ChatError } from '../chat/chat-errors.js';
+import { toProblem } from '../chat/problem.js';
 import type { ChatService, SendMessageInput } from '../chat/chat-service.js';
 import type { SendPath } from '../chat/send-path.js';
 import type { ChatEvent, Destination } from '../chat/chat-events.js';
@@ -61,11 +62,6 @@ export class RealtimeGateway implements StompHandler {
 
   constructor(private readonly deps: RealtimeGatewayDeps) {
     deps.bus.onEvent((envelope) => this.dispatch(envelope));
-  }
-
-  /** Open connections on this instance (all users). */
-  get connectionCount(): number {
-    return this.interestHeld.size;
   }
 
   async authenticate(token: string | undefined): Promise<VerifiedToken> {
@@ -194,15 +190,7 @@ export class RealtimeGateway implements StompHandler {
   reportError(conn: StompConnection, err: ChatError, context: { clientMessageId?: string; receipt?: string }): boolean {
     const subs = this.queueListeners.get(conn)?.get('error');
     if (!subs || subs.size === 0) return false;
-    const problem = {
-      type: `urn:chat-service:problem:${err.code.toLowerCase().replaceAll('_', '-')}`,
-      title: CHAT_ERROR_CATALOGUE[err.code].title,
-      status: err.status,
-      detail: err.message,
-      code: err.code,
-      ...(err.extra ?? {}),
-      ...(context.clientMessageId ? { clientMessageId: context.clientMessageId } : {}),
-    };
+    const problem = { ...toProblem(err), ...(context.clientMessageId ? { clientMessageId: context.clientMessageId } : {}) };
     const body = Buffer.from(JSON.stringify(problem));
     const headers: Array<readonly [string, string]> = [
       ['content-type', 'application/json'],

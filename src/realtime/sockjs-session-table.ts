@@ -65,10 +65,6 @@ export class SockJsSessionEntry {
 export class SockJsSessionTable {
   private readonly entries = new Map<string, SockJsSessionEntry>();
 
-  get size(): number {
-    return this.entries.size;
-  }
-
   get(id: string): SockJsSessionEntry | undefined {
     return this.entries.get(id);
   }
