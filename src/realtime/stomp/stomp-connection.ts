@@ -29,6 +29,7 @@ import { ChatError } from '../../chat/chat-errors.js';
 import { toProblem } from '../../chat/problem.js';
 import { FrameBudget, type FrameBudgetVerdict } from '../../limits/frame-budget.js';
 import { InboundBacklog, type InboundBacklogLimits } from '../../limits/inbound-backlog.js';
+import { reconnectAfter } from './connection-codes.js';
 import { encodeFrame, HEARTBEAT_EOL } from './frame-encoder.js';
 import { type StompFrameDecoderLimits, StompFrameDecoder } from './frame-decoder.js';
 import { header, type StompFrame } from './stomp-frame.js';
@@ -221,9 +222,10 @@ export class StompConnection {
   }
 
   /**
-   * Sends an ERROR frame and closes: the end of a connection, as STOMP requires after ERROR. The
-   * body is the error's problem; anything but a ChatError is our bug, told to `onInternalError`
-   * and shown to the client as INTERNAL only.
+   * Sends an ERROR frame and closes: the end of a connection, as STOMP requires after ERROR. Its
+   * `code` and `reconnect` headers tell the client what to do (connection-codes.ts); the body is
+   * the error's problem. Anything but a ChatError is our bug, told to `onInternalError` and shown
+   * to the client as INTERNAL only.
    */
   fail(err: unknown, receipt?: string): void {
     if (this.state === 'closed') return;
@@ -231,6 +233,8 @@ export class StompConnection {
     if (problem.code === 'INTERNAL') this.options.onInternalError?.(err instanceof ChatError && err.cause !== undefined ? err.cause : err);
     const headers: Array<readonly [string, string]> = [
       ['message', `${problem.code}: ${problem.detail}`],
+      ['code', problem.code],
+      ['reconnect', String(reconnectAfter(problem.code))],
       ['content-type', 'application/json'],
     ];
     if (receipt) headers.push(['receipt-id', receipt]);
