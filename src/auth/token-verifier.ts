@@ -13,17 +13,19 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { createRemoteJWKSet, errors as joseErrors, type JWTPayload, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import { ChatError } from '../chat/chat-errors.js';
-import type { Caller } from '../chat/chat-service.js';
+import type { Caller } from '../chat/caller.js';
 import { isWellFormedText } from '../chat/text-rules.js';
 import { isEmail, normalizeEmail, requireDisplayName } from '../chat/validation.js';
 
-export interface VerifiedCaller extends Caller {
+/** A token that passed: whom it names, and until when it proves that (a connection ends there). */
+export interface VerifiedToken {
+  readonly caller: Caller;
   readonly expiresAt: Date;
 }
 
 export interface TokenVerifier {
   /** Resolves the token's caller or throws ChatError('UNAUTHENTICATED') saying why. */
-  verify(token: string): Promise<VerifiedCaller>;
+  verify(token: string): Promise<VerifiedToken>;
 }
 
 export type VerificationKey = { kind: 'pem'; pem: string } | { kind: 'jwks'; url: string } | { kind: 'key'; key: KeyObject };
@@ -55,7 +57,7 @@ export class JwtTokenVerifier implements TokenVerifier {
     }
   }
 
-  async verify(token: string): Promise<VerifiedCaller> {
+  async verify(token: string): Promise<VerifiedToken> {
     if (!token || token.length > MAX_TOKEN_LENGTH) throw new ChatError('UNAUTHENTICATED', 'a bearer token is required');
     let payload: JWTPayload;
     try {
@@ -81,7 +83,7 @@ export class JwtTokenVerifier implements TokenVerifier {
     if (payload.email_verified === false) throw new ChatError('UNAUTHENTICATED', 'token email is not verified (email_verified is false)');
     const email = identityOf(payload);
     if (!email) throw new ChatError('UNAUTHENTICATED', 'token has no email identity (email claim, or sub that is an email)');
-    return { email, displayName: displayNameOf(payload), expiresAt: new Date(exp * 1000) };
+    return { caller: { email, displayName: displayNameOf(payload) }, expiresAt: new Date(exp * 1000) };
   }
 }
 

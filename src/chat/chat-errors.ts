@@ -1,7 +1,8 @@
 /**
- * The one error type of the service and its catalogue. Codes are public API (they appear in
- * problem+json bodies and STOMP error messages): never renamed, never reused. Transports map
- * `status` to HTTP and to STOMP ERROR frames or /user/queue/error messages.
+ * The one error type of the service and its catalogue: every code any wire carries is here. Codes
+ * are public API (problem+json bodies, /user/queue/error messages, STOMP ERROR frames): never
+ * renamed, never reused. `problem.ts` turns an error into what a client is told; STOMP says which
+ * codes end a connection, and whether to reconnect, in `realtime/stomp/connection-codes.ts`.
  */
 
 export const CHAT_ERROR_CATALOGUE = {
@@ -35,6 +36,26 @@ export const CHAT_ERROR_CATALOGUE = {
   BUS_UNAVAILABLE: { status: 503, title: 'Event bus unavailable' },
   TOO_MANY_PENDING_CONNECTIONS: { status: 503, title: 'Too many connections waiting to authenticate' },
   TOO_MANY_PENDING_FROM_ADDRESS: { status: 429, title: 'Too many connections waiting to authenticate from this address' },
+  // A STOMP connection's own failures: its ERROR frame and close.
+  CONNECT_TIMEOUT: { status: 408, title: 'No CONNECT frame in time' },
+  NOT_CONNECTED: { status: 400, title: 'The first frame must be CONNECT' },
+  ALREADY_CONNECTED: { status: 400, title: 'Already connected' },
+  UNSUPPORTED_VERSION: { status: 400, title: 'No STOMP version in common' },
+  UNSUPPORTED: { status: 400, title: 'Not supported' },
+  UNKNOWN_COMMAND: { status: 400, title: 'Unknown STOMP command' },
+  FRAME_TOO_LARGE: { status: 413, title: 'Frame is too large' },
+  TOO_MANY_HEADERS: { status: 431, title: 'Too many headers' },
+  HEADER_TOO_LONG: { status: 431, title: 'Header line is too long' },
+  COMMAND_TOO_LONG: { status: 400, title: 'Command line is too long' },
+  BAD_ESCAPE: { status: 400, title: 'Undefined escape in a header' },
+  BAD_CONTENT_LENGTH: { status: 400, title: 'content-length is not valid' },
+  INVALID_UTF8: { status: 400, title: 'Text is not valid UTF-8' },
+  UNEXPECTED_BODY: { status: 400, title: 'This frame may not have a body' },
+  MALFORMED_FRAME: { status: 400, title: 'Frame is malformed' },
+  HEARTBEAT_TIMEOUT: { status: 408, title: 'Heart-beats stopped' },
+  TOKEN_EXPIRED: { status: 401, title: 'Token expired' },
+  SLOW_CONSUMER: { status: 429, title: 'Client does not read fast enough' },
+  SERVER_SHUTDOWN: { status: 503, title: 'Server is shutting down' },
 } as const satisfies Record<string, { status: number; title: string }>;
 
 export type ChatErrorCode = keyof typeof CHAT_ERROR_CATALOGUE;
@@ -53,5 +74,3 @@ export class ChatError extends Error {
     this.status = CHAT_ERROR_CATALOGUE[code].status;
   }
 }
-
-export const isChatError = (err: unknown): err is ChatError => err instanceof ChatError;

@@ -2,6 +2,7 @@
  * Events that leave the chat core through the outbox and the bus. Their JSON form is what STOMP
  * clients receive as the MESSAGE body, so field names are public API.
  */
+import type { Problem } from './problem.js';
 
 /** ChatMessageResponse of the low-level design, plus `seq` and `clientMessageId`. */
 export interface ChatMessageView {
@@ -36,7 +37,7 @@ export type ChatEvent =
       type: 'error';
       sessionId: string;
       destinations: Destination[];
-      error: { code: string; status: number; title: string; detail: string; clientMessageId?: string; [extension: string]: unknown };
+      error: Problem & { clientMessageId?: string };
     }
   | {
       type: 'typing';

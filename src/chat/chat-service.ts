@@ -3,16 +3,12 @@
  * reads and writes through the ports, and transports (HTTP, STOMP) call it with the caller's
  * verified identity.
  */
-import { CHAT_ERROR_CATALOGUE, ChatError } from './chat-errors.js';
+import type { Caller } from './caller.js';
+import { ChatError } from './chat-errors.js';
 import { type ChatMessageView, type Destination, sessionTopic } from './chat-events.js';
+import { toProblem } from './problem.js';
 import type { BusEnvelope, Clock, EventBus, MessageRecord, MessageStore, Participant, ProfileDirectory, SessionRecord } from './ports.js';
 import { normalizeEmail, requireContent, requireEmail, requireIntent, requireSeq, requireUuid } from './validation.js';
-
-/** The authenticated user on whose behalf a use case runs; email is lower-cased by the verifier. */
-export interface Caller {
-  readonly email: string;
-  readonly displayName?: string;
-}
 
 export interface SendMessageInput {
   sessionId: unknown;
@@ -49,7 +45,7 @@ export interface SessionListItem extends SessionView {
   unreadCount: number;
 }
 
-export const MAX_PAGE = 200;
+const MAX_PAGE = 200;
 const SESSION_CACHE_MAX = 10_000;
 
 export interface ChatServiceDeps {
@@ -131,7 +127,7 @@ export class ChatService {
         type: 'error',
         sessionId,
         destinations: [{ user: caller.email, queue: 'error' }],
-        error: { ...(err.extra ?? {}), code: err.code, status: err.status, title: CHAT_ERROR_CATALOGUE[err.code].title, detail: err.message, ...(clientMessageId ? { clientMessageId } : {}) },
+        error: { ...toProblem(err), ...(clientMessageId ? { clientMessageId } : {}) },
       },
     };
   }
@@ -285,7 +281,7 @@ function sessionView(session: SessionRecord, callerEmail: string): SessionView {
   return { sessionId: session.id, intent: session.intent, me: participantView(me), peer: participantView(peer), createdAt: session.createdAt.toISOString() };
 }
 
-export function messageView(session: SessionRecord, m: MessageRecord): ChatMessageView {
+function messageView(session: SessionRecord, m: MessageRecord): ChatMessageView {
   const sender = m.senderProfileId === session.a.profileId ? session.a : session.b;
   return {
     messageId: m.id,

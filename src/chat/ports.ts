@@ -3,6 +3,7 @@
  * to the world only through them, and so does the outbox relay (OutboxStore, EventBus). Each doc comment is the contract that the port's shared contract test
  * suite checks against every implementation.
  */
+import type { Caller } from './caller.js';
 import type { ChatEvent } from './chat-events.js';
 
 /** A person's profile for one intent, as the profile directory knows it. */
@@ -179,7 +180,7 @@ export interface OutboxStore {
 
 /** A send taken in while it could not be stored at once, as the client sent it (checked again when stored). */
 export interface QueuedSend {
-  readonly caller: { readonly email: string; readonly displayName?: string };
+  readonly caller: Caller;
   readonly request: {
     readonly sessionId: unknown;
     readonly content: unknown;

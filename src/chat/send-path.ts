@@ -21,7 +21,8 @@
  */
 import { ChatError } from './chat-errors.js';
 import type { ChatMessageView } from './chat-events.js';
-import type { Caller, SendMessageInput } from './chat-service.js';
+import type { Caller } from './caller.js';
+import type { SendMessageInput } from './chat-service.js';
 import type { BusEnvelope, EventBus, QueuedSend, SendQueue } from './ports.js';
 
 /** The use cases the send path needs; ChatService has them. */

@@ -13,11 +13,12 @@ import type { ChatService } from '../chat/chat-service.js';
 import type { SendPath } from '../chat/send-path.js';
 import { findMalformedText } from '../chat/text-rules.js';
 import { requireDisplayName, requireEmail } from '../chat/validation.js';
-import type { TokenVerifier, VerifiedCaller } from '../auth/token-verifier.js';
+import type { TokenVerifier } from '../auth/token-verifier.js';
+import type { Caller } from '../chat/caller.js';
 import type { DevTokenIssuer } from '../auth/dev-token-issuer.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { UserRateLimiter } from '../limits/user-rate-limiter.js';
-import { sendProblem, toChatError } from './problem-details.js';
+import { httpProblem, sendProblem } from './problem-details.js';
 import webPage from './web-page.js';
 import { registerOperations, type ReadinessChecks } from './operations.js';
 import {
@@ -32,7 +33,7 @@ import {
   UnreadQuery,
 } from './schemas.js';
 
-export const BODY_LIMIT_BYTES = 64 * 1024;
+const BODY_LIMIT_BYTES = 64 * 1024;
 
 export interface HttpServerDeps {
   chat: ChatService;
@@ -60,7 +61,7 @@ export interface HttpServerDeps {
 
 declare module 'fastify' {
   interface FastifyRequest {
-    caller?: VerifiedCaller;
+    caller?: Caller;
   }
 }
 
@@ -110,21 +111,21 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
   });
 
   app.setErrorHandler((err, request, reply) => {
-    const chatError = toChatError(err as Error);
-    if (chatError.code === 'INTERNAL') request.log.error({ err }, 'unhandled error');
-    return sendProblem(reply, request, chatError);
+    const problem = httpProblem(err);
+    if (problem.code === 'INTERNAL') request.log.error({ err }, 'unhandled error');
+    return sendProblem(reply, request, problem);
   });
-  app.setNotFoundHandler((request, reply) => sendProblem(reply, request, new ChatError('ROUTE_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`)));
+  app.setNotFoundHandler((request, reply) => sendProblem(reply, request, httpProblem(new ChatError('ROUTE_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`))));
 
   const authenticate = async (request: FastifyRequest): Promise<void> => {
     const header = request.headers.authorization;
     const match = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     if (!match) throw new ChatError('UNAUTHENTICATED', 'send Authorization: Bearer <token>');
-    request.caller = await deps.verifier.verify(match[1]!);
+    request.caller = (await deps.verifier.verify(match[1]!)).caller;
     // After verification: the budget belongs to a proven identity, not to whatever a token claims.
     await deps.requestLimiter.take(request.caller.email);
   };
-  const caller = (request: FastifyRequest): VerifiedCaller => {
+  const caller = (request: FastifyRequest): Caller => {
     if (!request.caller) throw new ChatError('UNAUTHENTICATED');
     return request.caller;
   };

@@ -1,47 +1,24 @@
 /**
- * RFC 9457 problem details: every error leaves the HTTP API as application/problem+json with a
- * stable `code` from the ChatError catalogue.
+ * RFC 9457 problem details: every error leaves the HTTP API as application/problem+json, built by
+ * the one mapping every wire uses (chat/problem.ts), with the request's path as `instance`.
  */
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { CHAT_ERROR_CATALOGUE, ChatError, type ChatErrorCode } from '../chat/chat-errors.js';
+import { ChatError } from '../chat/chat-errors.js';
+import { type Problem, toProblem } from '../chat/problem.js';
 
-export interface ProblemDetails {
-  type: string;
-  title: string;
-  status: number;
-  detail: string;
-  instance?: string;
-  code: ChatErrorCode;
-  [extension: string]: unknown;
+/** The problem for anything a route or Fastify threw. */
+export function httpProblem(err: unknown): Problem {
+  return toProblem(fromFastify(err));
 }
 
-export const problemType = (code: ChatErrorCode): string => `urn:chat-service:problem:${code.toLowerCase().replaceAll('_', '-')}`;
-
-export function problemOf(err: ChatError, instance?: string): ProblemDetails {
-  return {
-    type: problemType(err.code),
-    title: CHAT_ERROR_CATALOGUE[err.code].title,
-    status: err.status,
-    detail: err.message,
-    ...(instance ? { instance } : {}),
-    code: err.code,
-    ...(err.extra ?? {}),
-  };
-}
-
-/** Translates framework errors (validation, body parsing, limits) into catalogue errors. */
-export function toChatError(err: FastifyError | Error): ChatError {
-  if (err instanceof ChatError) return err;
-  const fe = err as FastifyError & { validation?: Array<{ instancePath?: string; message?: string; params?: Record<string, unknown> }> };
-  if (fe.validation) {
-    const errors = fe.validation.map((v) => ({
-      field: (v.instancePath || '').replace(/^\//, '').replaceAll('/', '.') || (v.params?.missingProperty as string | undefined) || (v.params?.additionalProperty as string | undefined) || fe.validationContext,
-      message: v.message,
-    }));
-    const first = errors[0];
-    const where = fe.validationContext ?? 'request';
-    return new ChatError('VALIDATION_FAILED', first ? `${where}${first.field ? ` ${first.field}` : ''}: ${first.message}` : `${where} is not valid`, { errors });
-  }
+/**
+ * Fastify's own refusals (body parsing, size, media type) as catalogue errors. Schema validation
+ * errors and everything else pass through: toProblem knows the first and hides the rest.
+ */
+function fromFastify(err: unknown): unknown {
+  if (err instanceof ChatError || !(err instanceof Error)) return err;
+  const fe = err as FastifyError & { validation?: unknown };
+  if (fe.validation) return err;
   switch (fe.code) {
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
@@ -57,12 +34,12 @@ export function toChatError(err: FastifyError | Error): ChatError {
   if (fe.statusCode === 413) return new ChatError('BODY_TOO_LARGE', 'request body is too large');
   if (fe.statusCode === 415) return new ChatError('UNSUPPORTED_MEDIA_TYPE', 'send application/json');
   if (fe.statusCode === 400) return new ChatError('VALIDATION_FAILED', fe.message);
-  return new ChatError('INTERNAL', 'internal error', undefined, { cause: err });
+  return err;
 }
 
-export function sendProblem(reply: FastifyReply, request: FastifyRequest, err: ChatError): FastifyReply {
-  if (err.code === 'UNAUTHENTICATED') reply.header('www-authenticate', 'Bearer');
-  if (err.status === 503) reply.header('retry-after', '1');
-  if (err.code === 'RATE_LIMITED' && typeof err.extra?.retryAfterSeconds === 'number') reply.header('retry-after', String(err.extra.retryAfterSeconds));
-  return reply.code(err.status).type('application/problem+json').send(problemOf(err, request.url.split('?')[0]));
+export function sendProblem(reply: FastifyReply, request: FastifyRequest, problem: Problem): FastifyReply {
+  if (problem.code === 'UNAUTHENTICATED') reply.header('www-authenticate', 'Bearer');
+  if (problem.status === 503) reply.header('retry-after', '1');
+  if (problem.code === 'RATE_LIMITED' && typeof problem.retryAfterSeconds === 'number') reply.header('retry-after', String(problem.retryAfterSeconds));
+  return reply.code(problem.status).type('application/problem+json').send({ ...problem, instance: request.url.split('?')[0] });
 }

@@ -16,7 +16,7 @@
  *   copying): one at a time per session, counted while streaming, refused with 413 past the cap.
  * - JSONP and htmlfile transports and the iframe page are off (script-injection surface, CDN page).
  * - A SockJS session is bound to the client that opened it (address as the trusted proxy reports
- *   it, user agent, Origin), and records its principal once CONNECT succeeded: sockjs-node finds
+ *   it, user agent, Origin), and records its caller once CONNECT succeeded: sockjs-node finds
  *   sessions by the URL's id alone, so otherwise anyone who learns the id could post frames that
  *   act as the session's authenticated user, or poll its messages away.
  * - `ws` and sockjs-node's own WebSocket take at most one frame's worth per message, and no
@@ -27,7 +27,8 @@ import type { Duplex } from 'node:stream';
 import sockjs from 'sockjs';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from 'pino';
-import type { ChatErrorCode } from '../chat/chat-errors.js';
+import { ChatError } from '../chat/chat-errors.js';
+import { toProblem } from '../chat/problem.js';
 import type { Metrics } from '../observability/metrics.js';
 import { DEFAULT_STOMP_OPTIONS, StompConnection, type StompConnectionOptions, type StompHandler } from './stomp/stomp-connection.js';
 import { DEFAULT_DECODER_LIMITS } from './stomp/frame-decoder.js';
@@ -54,7 +55,7 @@ export interface RealtimeEndpointsOptions {
   trustProxy?: TrustProxy;
 }
 
-export const DEFAULT_PENDING_LIMITS: PendingLimits = { max: 1000, maxPerAddress: 100 };
+const DEFAULT_PENDING_LIMITS: PendingLimits = { max: 1000, maxPerAddress: 100 };
 
 /**
  * One STOMP frame's worth, plus slack for the SockJS envelope (`["…"]`) and its JSON escaping:
@@ -83,11 +84,10 @@ const SOCKJS_SESSION_PATH = /^\/ws\/[^/]+\/([^/]+)\//;
 const SOCKJS_OPEN = 1;
 const STOMP_SUBPROTOCOLS = ['v12.stomp', 'v11.stomp', 'v10.stomp'];
 
+/** A request or upgrade we answer with the error's problem; `reason` labels it in metrics. */
 interface Refusal {
-  status: number;
   reason: string;
-  code: ChatErrorCode;
-  detail: string;
+  error: ChatError;
 }
 
 export class RealtimeEndpoints {
@@ -161,7 +161,7 @@ export class RealtimeEndpoints {
     if (route.kind === 'refused') return this.refuse(res, route);
     if (!this.originAllowed(req)) return this.refuse(res, ORIGIN_REFUSAL);
     if (route.kind === 'sockjs-info') return this.passToSockJs(req, res);
-    if (route.kind !== 'sockjs-session') return this.refuse(res, { status: 400, reason: 'upgrade_required', code: 'VALIDATION_FAILED', detail: 'this endpoint takes a WebSocket upgrade' });
+    if (route.kind !== 'sockjs-session') return this.refuse(res, { reason: 'upgrade_required', error: new ChatError('VALIDATION_FAILED', 'this endpoint takes a WebSocket upgrade') });
     // A CORS preflight carries no cookies, credentials or frames, and sockjs-node creates nothing for it.
     if (route.preflight) return this.passToSockJs(req, res);
 
@@ -169,17 +169,17 @@ export class RealtimeEndpoints {
     let entry = this.sessions.get(route.session);
     if (entry) {
       if (!entry.admits(client)) {
-        if (entry.principal) this.options.logger.info({ principal: entry.principal, address: client.address }, 'request for an authenticated SockJS session from another client refused');
-        return this.refuse(res, { status: 403, reason: 'session_bound_elsewhere', code: 'ORIGIN_NOT_ALLOWED', detail: 'this SockJS session belongs to another client' });
+        if (entry.callerEmail) this.options.logger.info({ caller: entry.callerEmail, address: client.address }, 'request for an authenticated SockJS session from another client refused');
+        return this.refuse(res, { reason: 'session_bound_elsewhere', error: new ChatError('ORIGIN_NOT_ALLOWED', 'this SockJS session belongs to another client') });
       }
       // The client may still fetch the frames that ended the session; after that, sockjs-node's own
       // disconnect timer may run out, which no request of ours restarts.
       if (entry.endedAt !== undefined && Date.now() - entry.endedAt > SOCKJS_DISCONNECT_DELAY_MS) {
-        return this.refuse(res, { status: 404, reason: 'session_ended', code: 'SESSION_NOT_FOUND', detail: 'this SockJS session has ended' });
+        return this.refuse(res, { reason: 'session_ended', error: new ChatError('SESSION_NOT_FOUND', 'this SockJS session has ended') });
       }
     }
     if (route.transport === 'xhr_send') {
-      if (!entry) return this.refuse(res, { status: 404, reason: 'session_not_found', code: 'SESSION_NOT_FOUND', detail: 'no such SockJS session' });
+      if (!entry) return this.refuse(res, { reason: 'session_not_found', error: new ChatError('SESSION_NOT_FOUND', 'no such SockJS session') });
       void this.xhrSend(req, res, entry);
       return true;
     }
@@ -197,12 +197,12 @@ export class RealtimeEndpoints {
     const route = routeWs(req.method ?? '', req.url ?? '', true);
     if (route.kind === 'refused') return this.refuseUpgrade(socket, route);
     if (route.kind !== 'raw-websocket' && route.kind !== 'sockjs-session') {
-      return this.refuseUpgrade(socket, { status: 404, reason: 'route_not_found', code: 'ROUTE_NOT_FOUND', detail: 'no WebSocket endpoint here' });
+      return this.refuseUpgrade(socket, { reason: 'route_not_found', error: new ChatError('ROUTE_NOT_FOUND', 'no WebSocket endpoint here') });
     }
     if (!this.originAllowed(req)) return this.refuseUpgrade(socket, ORIGIN_REFUSAL);
     // faye-websocket would also speak the pre-RFC drafts (hixie-75/76) and their parsers.
     if (req.headers['sec-websocket-version'] !== '13') {
-      return this.refuseUpgrade(socket, { status: 400, reason: 'websocket_version', code: 'VALIDATION_FAILED', detail: 'only RFC 6455 WebSockets (version 13)' });
+      return this.refuseUpgrade(socket, { reason: 'websocket_version', error: new ChatError('VALIDATION_FAILED', 'only RFC 6455 WebSockets (version 13)') });
     }
     const slot = this.admit(this.clientOf(req).address);
     if (!('release' in slot)) return this.refuseUpgrade(socket, slot);
@@ -244,18 +244,9 @@ export class RealtimeEndpoints {
     socket.on('data', count);
   }
 
-  /** Connections that have not authenticated yet, on this instance. */
-  get pendingConnections(): number {
-    return this.pending.size;
-  }
-
-  get openConnections(): number {
-    return this.connections.size;
-  }
-
   /** Ends every connection with an ERROR frame, so clients reconnect elsewhere. */
   async close(): Promise<void> {
-    for (const conn of [...this.connections]) conn.fail('SERVER_SHUTDOWN', 'the server is shutting down; reconnect');
+    for (const conn of [...this.connections]) conn.fail(new ChatError('SERVER_SHUTDOWN', 'the server is shutting down; reconnect'));
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
 
@@ -333,7 +324,7 @@ export class RealtimeEndpoints {
       const session = entry;
       session.sock = sock;
       session.conn = conn;
-      this.onAuthenticated.set(conn, () => session.authenticated(conn.principal?.email ?? ''));
+      this.onAuthenticated.set(conn, () => session.authenticated(conn.caller?.email ?? ''));
       conn.onClosed(() => (session.endedAt = Date.now()));
     } else {
       const { slot, socket } = upgrade!;
@@ -342,7 +333,7 @@ export class RealtimeEndpoints {
     // sockjs-node hands on whatever JSON value a client put in its array, not only strings.
     sock.on('data', (data: unknown) => {
       if (typeof data === 'string') conn.receive(data);
-      else conn.fail('MALFORMED_FRAME', 'SockJS messages must be strings');
+      else conn.fail(new ChatError('MALFORMED_FRAME', 'SockJS messages must be strings'));
     });
     sock.on('close', () => {
       conn.transportClosed();
@@ -374,10 +365,10 @@ export class RealtimeEndpoints {
   private admit(address: string): PendingSlot | Refusal {
     const slot = this.pending.admit(address);
     if (slot === 'pending_limit') {
-      return { status: 503, reason: slot, code: 'TOO_MANY_PENDING_CONNECTIONS', detail: `${this.pending.limits.max} connections are waiting to authenticate; retry shortly` };
+      return { reason: slot, error: new ChatError('TOO_MANY_PENDING_CONNECTIONS', `${this.pending.limits.max} connections are waiting to authenticate; retry shortly`) };
     }
     if (slot === 'pending_limit_per_address') {
-      return { status: 429, reason: slot, code: 'TOO_MANY_PENDING_FROM_ADDRESS', detail: `${this.pending.limits.maxPerAddress} connections from this address are waiting to authenticate; retry shortly` };
+      return { reason: slot, error: new ChatError('TOO_MANY_PENDING_FROM_ADDRESS', `${this.pending.limits.maxPerAddress} connections from this address are waiting to authenticate; retry shortly`) };
     }
     return slot;
   }
@@ -396,18 +387,18 @@ export class RealtimeEndpoints {
    */
   private async xhrSend(req: IncomingMessage, res: ServerResponse, entry: SockJsSessionEntry): Promise<void> {
     if (entry.sending) {
-      this.refuse(res, { status: 429, reason: 'xhr_send_in_progress', code: 'RATE_LIMITED', detail: 'one xhr_send at a time per SockJS session' });
+      this.refuse(res, { reason: 'xhr_send_in_progress', error: new ChatError('RATE_LIMITED', 'one xhr_send at a time per SockJS session') });
       discardRestOfBody(req, REFUSED_BODY_LINGER_MS);
       return;
     }
-    const preConnect = entry.principal === undefined;
+    const preConnect = entry.callerEmail === undefined;
     const cap = preConnect ? Math.max(0, PRE_CONNECT_BYTES - entry.preConnectBytes) : this.maxXhrSendBytes;
     entry.sending = true;
     const read = await readCappedBody(req, cap).finally(() => (entry.sending = false));
     if (read.kind === 'aborted') return;
     if (read.kind === 'too-large') {
       const detail = preConnect ? `before CONNECT a SockJS session may send ${PRE_CONNECT_BYTES} bytes in all` : `xhr_send bodies are limited to ${cap} bytes`;
-      this.refuse(res, { status: 413, reason: 'xhr_send_too_large', code: 'BODY_TOO_LARGE', detail });
+      this.refuse(res, { reason: 'xhr_send_too_large', error: new ChatError('BODY_TOO_LARGE', detail) });
       discardRestOfBody(req, REFUSED_BODY_LINGER_MS);
       return;
     }
@@ -416,16 +407,16 @@ export class RealtimeEndpoints {
     try {
       messages = JSON.parse(read.body.toString('utf8'));
     } catch {
-      this.refuse(res, { status: 400, reason: 'xhr_send_malformed', code: 'MALFORMED_JSON', detail: 'an xhr_send body is a JSON array of strings' });
+      this.refuse(res, { reason: 'xhr_send_malformed', error: new ChatError('MALFORMED_JSON', 'an xhr_send body is a JSON array of strings') });
       return;
     }
     if (!Array.isArray(messages) || !messages.every((m) => typeof m === 'string')) {
-      this.refuse(res, { status: 400, reason: 'xhr_send_malformed', code: 'VALIDATION_FAILED', detail: 'an xhr_send body is a JSON array of strings' });
+      this.refuse(res, { reason: 'xhr_send_malformed', error: new ChatError('VALIDATION_FAILED', 'an xhr_send body is a JSON array of strings') });
       return;
     }
     const conn = entry.conn;
     if (!conn?.isOpen || entry.sock?.readyState !== SOCKJS_OPEN) {
-      this.refuse(res, { status: 404, reason: 'session_ended', code: 'SESSION_NOT_FOUND', detail: 'this SockJS session has ended' });
+      this.refuse(res, { reason: 'session_ended', error: new ChatError('SESSION_NOT_FOUND', 'this SockJS session has ended') });
       return;
     }
     for (const message of messages as string[]) conn.receive(message);
@@ -441,24 +432,26 @@ export class RealtimeEndpoints {
   }
 
   private passToSockJs(req: IncomingMessage, res: ServerResponse): true {
-    if (!this.sockjsHandler(req, res)) this.refuse(res, { status: 404, reason: 'route_not_found', code: 'ROUTE_NOT_FOUND', detail: 'no such SockJS route' });
+    if (!this.sockjsHandler(req, res)) this.refuse(res, { reason: 'route_not_found', error: new ChatError('ROUTE_NOT_FOUND', 'no such SockJS route') });
     return true;
   }
 
   private refuse(res: ServerResponse, refusal: Refusal): true {
     this.options.metrics.realtimeClosed.inc({ reason: refusal.reason });
     if (!res.headersSent) {
-      res.writeHead(refusal.status, { 'content-type': 'application/problem+json' });
-      res.end(problemJson(refusal));
+      const problem = toProblem(refusal.error);
+      res.writeHead(problem.status, { 'content-type': 'application/problem+json' });
+      res.end(JSON.stringify(problem));
     }
     return true;
   }
 
   private refuseUpgrade(socket: Duplex, refusal: Refusal): void {
     this.options.metrics.realtimeClosed.inc({ reason: refusal.reason });
-    const body = problemJson(refusal);
+    const problem = toProblem(refusal.error);
+    const body = JSON.stringify(problem);
     socket.end(
-      `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status] ?? ''}\r\nConnection: close\r\nContent-Type: application/problem+json\r\n` +
+      `HTTP/1.1 ${problem.status} ${STATUS_CODES[problem.status] ?? ''}\r\nConnection: close\r\nContent-Type: application/problem+json\r\n` +
         `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
     );
   }
@@ -471,11 +464,7 @@ export class RealtimeEndpoints {
   }
 }
 
-const ORIGIN_REFUSAL: Refusal = { status: 403, reason: 'origin_not_allowed', code: 'ORIGIN_NOT_ALLOWED', detail: 'this Origin may not use the chat endpoint' };
-
-function problemJson(refusal: Refusal): string {
-  return JSON.stringify({ type: 'about:blank', title: refusal.reason, status: refusal.status, code: refusal.code, detail: refusal.detail });
-}
+const ORIGIN_REFUSAL: Refusal = { reason: 'origin_not_allowed', error: new ChatError('ORIGIN_NOT_ALLOWED', 'this Origin may not use the chat endpoint') };
 
 function peerKey(socket: Duplex): string {
   const tcp = socket as Duplex & { remoteAddress?: string; remotePort?: number };

@@ -10,7 +10,8 @@
  * participants, so their user interest already covers the topic.
  */
 import type { Logger } from 'pino';
-import { CHAT_ERROR_CATALOGUE, ChatError } from '../chat/chat-errors.js';
+import { ChatError } from '../chat/chat-errors.js';
+import { toProblem } from '../chat/problem.js';
 import type { ChatService, SendMessageInput } from '../chat/chat-service.js';
 import type { SendPath } from '../chat/send-path.js';
 import type { ChatEvent, Destination } from '../chat/chat-events.js';
@@ -18,9 +19,9 @@ import { findMalformedText, isWellFormedText } from '../chat/text-rules.js';
 import { isUuid } from '../chat/validation.js';
 import type { BusEnvelope, EventBus } from '../chat/ports.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { TokenVerifier } from '../auth/token-verifier.js';
+import type { TokenVerifier, VerifiedToken } from '../auth/token-verifier.js';
 import type { UserRateLimiter } from '../limits/user-rate-limiter.js';
-import type { Principal, StompConnection, StompHandler, Subscription } from './stomp/stomp-connection.js';
+import type { StompConnection, StompHandler, Subscription } from './stomp/stomp-connection.js';
 import { header, type StompFrame } from './stomp/stomp-frame.js';
 
 const TOPIC_PREFIX = '/topic/session.';
@@ -63,18 +64,13 @@ export class RealtimeGateway implements StompHandler {
     deps.bus.onEvent((envelope) => this.dispatch(envelope));
   }
 
-  /** Open connections on this instance (all users). */
-  get connectionCount(): number {
-    return this.interestHeld.size;
-  }
-
-  async authenticate(token: string | undefined): Promise<Principal> {
+  async authenticate(token: string | undefined): Promise<VerifiedToken> {
     if (!token) throw new ChatError('UNAUTHENTICATED', 'CONNECT needs an Authorization: Bearer <token> header or the token as passcode');
     return this.deps.verifier.verify(token);
   }
 
   async connected(conn: StompConnection): Promise<void> {
-    const email = conn.principal!.email;
+    const email = conn.caller!.email;
     let set = this.connectionsByUser.get(email);
     if (set && set.size >= this.deps.maxConnectionsPerUser) {
       throw new ChatError('TOO_MANY_CONNECTIONS', `at most ${this.deps.maxConnectionsPerUser} connections per user; close one first`);
@@ -99,7 +95,7 @@ export class RealtimeGateway implements StompHandler {
   }
 
   disconnected(conn: StompConnection): void {
-    const email = conn.principal?.email;
+    const email = conn.caller?.email;
     if (!email) return;
     this.releaseSlot(email, conn);
     this.deps.sends.forget(conn.id);
@@ -110,7 +106,7 @@ export class RealtimeGateway implements StompHandler {
   }
 
   async subscribe(conn: StompConnection, sub: Subscription): Promise<void> {
-    const caller = conn.principal!;
+    const caller = conn.caller!;
     if (sub.destination.startsWith(TOPIC_PREFIX)) {
       const sessionId = sub.destination.slice(TOPIC_PREFIX.length);
       // Lower case only: events are delivered to the topic of the canonical (lower-case) id.
@@ -146,7 +142,7 @@ export class RealtimeGateway implements StompHandler {
   }
 
   async send(conn: StompConnection, destination: string, frame: StompFrame): Promise<void> {
-    const caller = conn.principal!;
+    const caller = conn.caller!;
     if (!destination.startsWith('/app/')) throw new ChatError('DESTINATION_FORBIDDEN', 'clients may SEND only to /app/** destinations');
     const body = parseJsonBody(frame);
     switch (destination) {
@@ -189,21 +185,13 @@ export class RealtimeGateway implements StompHandler {
       ids.push(token.messageId);
       bySession.set(token.sessionId, ids);
     }
-    for (const [sessionId, ids] of bySession) await this.deps.chat.markDelivered(conn.principal!, sessionId, ids);
+    for (const [sessionId, ids] of bySession) await this.deps.chat.markDelivered(conn.caller!, sessionId, ids);
   }
 
   reportError(conn: StompConnection, err: ChatError, context: { clientMessageId?: string; receipt?: string }): boolean {
     const subs = this.queueListeners.get(conn)?.get('error');
     if (!subs || subs.size === 0) return false;
-    const problem = {
-      type: `urn:chat-service:problem:${err.code.toLowerCase().replaceAll('_', '-')}`,
-      title: CHAT_ERROR_CATALOGUE[err.code].title,
-      status: err.status,
-      detail: err.message,
-      code: err.code,
-      ...(err.extra ?? {}),
-      ...(context.clientMessageId ? { clientMessageId: context.clientMessageId } : {}),
-    };
+    const problem = { ...toProblem(err), ...(context.clientMessageId ? { clientMessageId: context.clientMessageId } : {}) };
     const body = Buffer.from(JSON.stringify(problem));
     const headers: Array<readonly [string, string]> = [
       ['content-type', 'application/json'],

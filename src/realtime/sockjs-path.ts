@@ -10,7 +10,7 @@
  * no parser rewrites. What reaches sockjs-node is then the route we decided on, by construction.
  */
 import { parse as parseLegacyUrl } from 'node:url';
-import type { ChatErrorCode } from '../chat/chat-errors.js';
+import { ChatError } from '../chat/chat-errors.js';
 
 /** The transports we let through; JSONP and htmlfile are off (script injection surface). */
 export type SockJsTransport = 'xhr' | 'xhr_streaming' | 'xhr_send' | 'eventsource' | 'websocket';
@@ -24,7 +24,8 @@ export type WsRoute =
   | { kind: 'sockjs-info' }
   /** `/ws/<server>/<session>/<transport>` with a method that transport takes. */
   | { kind: 'sockjs-session'; session: string; transport: SockJsTransport; preflight: boolean }
-  | { kind: 'refused'; status: 400 | 404 | 405; reason: string; code: ChatErrorCode; detail: string };
+  /** Answered with the error's problem; `reason` labels the refusal in metrics. */
+  | { kind: 'refused'; reason: string; error: ChatError };
 
 /** Anything that parses or normalises to something under /ws, in any case: we answer it. */
 const UNDER_WS = /^[/\\]ws(?=$|[/\\?#])/i;
@@ -40,7 +41,7 @@ const TRANSPORT_METHODS: Readonly<Record<SockJsTransport, readonly string[]>> = 
   websocket: [],
 };
 
-const notFound = (reason: string, detail: string): WsRoute => ({ kind: 'refused', status: 404, reason, code: 'ROUTE_NOT_FOUND', detail });
+const notFound = (reason: string, detail: string): WsRoute => ({ kind: 'refused', reason, error: new ChatError('ROUTE_NOT_FOUND', detail) });
 
 /** Routes an HTTP request (`upgrade` false) or a WebSocket upgrade (`upgrade` true). */
 export function routeWs(method: string, rawUrl: string, upgrade: boolean): WsRoute {
@@ -52,7 +53,7 @@ export function routeWs(method: string, rawUrl: string, upgrade: boolean): WsRou
   const path = normalised.pathname ?? '';
 
   if (upgrade) {
-    if (method !== 'GET') return { kind: 'refused', status: 405, reason: 'method_not_allowed', code: 'METHOD_NOT_ALLOWED', detail: 'a WebSocket upgrade is a GET' };
+    if (method !== 'GET') return { kind: 'refused', reason: 'method_not_allowed', error: new ChatError('METHOD_NOT_ALLOWED', 'a WebSocket upgrade is a GET') };
     if (path === '/ws' || path === '/ws/websocket') return { kind: 'raw-websocket' };
     const match = SESSION_ROUTE.exec(path);
     if (match?.[2] === 'websocket') return { kind: 'sockjs-session', session: match[1]!, transport: 'websocket', preflight: false };
@@ -60,7 +61,7 @@ export function routeWs(method: string, rawUrl: string, upgrade: boolean): WsRou
   }
 
   if (path === '/ws' || path === '/ws/websocket') {
-    return { kind: 'refused', status: 400, reason: 'upgrade_required', code: 'VALIDATION_FAILED', detail: 'this endpoint takes a WebSocket upgrade' };
+    return { kind: 'refused', reason: 'upgrade_required', error: new ChatError('VALIDATION_FAILED', 'this endpoint takes a WebSocket upgrade') };
   }
   if (path === '/ws/info') {
     return method === 'GET' || method === 'OPTIONS' ? { kind: 'sockjs-info' } : methodNotAllowed(path, ['GET', 'OPTIONS']);
@@ -73,7 +74,7 @@ export function routeWs(method: string, rawUrl: string, upgrade: boolean): WsRou
   if (!Object.hasOwn(TRANSPORT_METHODS, transport)) return notFound('route_not_found', `no SockJS transport ${transport}`);
   const known = transport as SockJsTransport;
   if (known === 'websocket') {
-    return { kind: 'refused', status: 400, reason: 'upgrade_required', code: 'VALIDATION_FAILED', detail: 'the websocket transport takes a WebSocket upgrade' };
+    return { kind: 'refused', reason: 'upgrade_required', error: new ChatError('VALIDATION_FAILED', 'the websocket transport takes a WebSocket upgrade') };
   }
   const methods = TRANSPORT_METHODS[known];
   if (!methods.includes(method)) return methodNotAllowed(path, methods);
@@ -81,5 +82,5 @@ export function routeWs(method: string, rawUrl: string, upgrade: boolean): WsRou
 }
 
 function methodNotAllowed(path: string, methods: readonly string[]): WsRoute {
-  return { kind: 'refused', status: 405, reason: 'method_not_allowed', code: 'METHOD_NOT_ALLOWED', detail: `${path} takes ${methods.join(' or ')}` };
+  return { kind: 'refused', reason: 'method_not_allowed', error: new ChatError('METHOD_NOT_ALLOWED', `${path} takes ${methods.join(' or ')}`) };
 }

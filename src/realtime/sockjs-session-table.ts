@@ -24,7 +24,7 @@ export class SockJsSessionEntry {
   /** The first Origin seen: same-origin GETs (EventSource) carry none, the POSTs after them do. */
   private origin: string | undefined;
   /** Set once CONNECT succeeded: the session now acts as this user. */
-  principal: string | undefined;
+  callerEmail: string | undefined;
   sock: SockJsConnection | undefined;
   conn: StompConnection | undefined;
   /** An xhr_send is being read: sockjs-client sends one at a time, so a second one is not ours. */
@@ -46,7 +46,7 @@ export class SockJsSessionEntry {
   /**
    * Whether a request comes from the client that opened the session: same address and user agent,
    * and no Origin other than the one it uses. Before CONNECT this is all that ties the session to
-   * anyone; after it, the session also carries its principal and keeps the same rule.
+   * anyone; after it, the session also carries its caller and keeps the same rule.
    */
   admits(client: SockJsClient): boolean {
     if (client.address !== this.opener.address || client.userAgent !== this.opener.userAgent) return false;
@@ -55,8 +55,8 @@ export class SockJsSessionEntry {
     return this.origin === client.origin;
   }
 
-  authenticated(principal: string): void {
-    this.principal = principal;
+  authenticated(callerEmail: string): void {
+    this.callerEmail = callerEmail;
     this.slot?.release();
     this.slot = undefined;
   }
@@ -64,10 +64,6 @@ export class SockJsSessionEntry {
 
 export class SockJsSessionTable {
   private readonly entries = new Map<string, SockJsSessionEntry>();
-
-  get size(): number {
-    return this.entries.size;
-  }
 
   get(id: string): SockJsSessionEntry | undefined {
     return this.entries.get(id);

@@ -17,10 +17,11 @@
  *
  * Spec: https://stomp.github.io/stomp-specification-1.2.html
  */
+import type { ChatErrorCode } from '../../chat/chat-errors.js';
 import { CLIENT_COMMANDS, escapesHeaders, header, mayHaveBody } from './stomp-frame.js';
 import type { StompFrame } from './stomp-frame.js';
 
-/** Stable error codes; they reach clients in ERROR frames, so they are never renamed or reused. */
+/** Stable error codes from the service's one catalogue; they reach clients in ERROR frames. */
 export const STOMP_DECODE_ERROR_CODES = [
   'FRAME_TOO_LARGE',
   'TOO_MANY_HEADERS',
@@ -33,7 +34,7 @@ export const STOMP_DECODE_ERROR_CODES = [
   'UNEXPECTED_BODY',
   'MALFORMED_FRAME',
   'INTERNAL',
-] as const;
+] as const satisfies readonly ChatErrorCode[];
 
 export type StompDecodeErrorCode = (typeof STOMP_DECODE_ERROR_CODES)[number];
 

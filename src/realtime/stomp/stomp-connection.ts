@@ -24,9 +24,12 @@
  *
  * Spec: https://stomp.github.io/stomp-specification-1.2.html
  */
+import type { Caller } from '../../chat/caller.js';
 import { ChatError } from '../../chat/chat-errors.js';
+import { toProblem } from '../../chat/problem.js';
 import { FrameBudget, type FrameBudgetVerdict } from '../../limits/frame-budget.js';
 import { InboundBacklog, type InboundBacklogLimits } from '../../limits/inbound-backlog.js';
+import { reconnectAfter } from './connection-codes.js';
 import { encodeFrame, HEARTBEAT_EOL } from './frame-encoder.js';
 import { type StompFrameDecoderLimits, StompFrameDecoder } from './frame-decoder.js';
 import { header, type StompFrame } from './stomp-frame.js';
@@ -51,16 +54,10 @@ export interface Subscription {
   readonly ack: AckMode;
 }
 
-export interface Principal {
-  readonly email: string;
-  readonly displayName?: string;
-  readonly expiresAt: Date;
-}
-
 /** What the application does with a connection's frames. Errors it throws are ChatErrors. */
 export interface StompHandler {
-  /** Verifies the CONNECT credentials (a bearer token). */
-  authenticate(token: string | undefined): Promise<Principal>;
+  /** Verifies the CONNECT credentials (a bearer token): whom they name, and until when. */
+  authenticate(token: string | undefined): Promise<{ readonly caller: Caller; readonly expiresAt: Date }>;
   /** Called once after CONNECTED is written; the connection is now routable. */
   connected(conn: StompConnection): Promise<void>;
   /** Authorises and registers a subscription; throwing refuses it. */
@@ -128,7 +125,8 @@ let connectionCounter = 0;
 
 export class StompConnection {
   readonly id = `c${(++connectionCounter).toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
-  principal: Principal | undefined;
+  /** Whom the connection acts for, from CONNECT on. */
+  caller: Caller | undefined;
   private state: 'awaiting-connect' | 'connected' | 'closed' = 'awaiting-connect';
   private readonly decoder: StompFrameDecoder;
   private readonly subscriptions = new Map<string, Subscription>();
@@ -154,16 +152,12 @@ export class StompConnection {
     this.decoder = new StompFrameDecoder(options.limits ?? {});
     this.backlog = new InboundBacklog(options.backlog);
     this.addTimer(setTimeout(() => {
-      if (this.state === 'awaiting-connect') this.fail('CONNECT_TIMEOUT', 'no CONNECT frame within the connect timeout');
+      if (this.state === 'awaiting-connect') this.fail(new ChatError('CONNECT_TIMEOUT', 'no CONNECT frame within the connect timeout'));
     }, options.connectTimeoutMs));
   }
 
   get isOpen(): boolean {
     return this.state !== 'closed';
-  }
-
-  get subscriptionCount(): number {
-    return this.subscriptions.size;
   }
 
   onClosed(callback: () => void): void {
@@ -179,7 +173,7 @@ export class StompConnection {
       const event = events[i]!;
       if (event.kind === 'heartbeat') continue;
       if (event.kind === 'error') {
-        this.fail(event.code, event.message);
+        this.fail(new ChatError(event.code, event.message));
         return;
       }
       const frame = event.frame;
@@ -187,7 +181,7 @@ export class StompConnection {
       this.backlog.push(frame, frameCost(frame));
       if (this.backlog.overflowing) {
         const { maxFrames, maxBytes } = this.options.backlog;
-        this.fail('TOO_MANY_FRAMES', `more than ${maxFrames} frames or ${maxBytes} bytes sent ahead of their handling`);
+        this.fail(new ChatError('TOO_MANY_FRAMES', `more than ${maxFrames} frames or ${maxBytes} bytes sent ahead of their handling`));
         return;
       }
     }
@@ -227,16 +221,26 @@ export class StompConnection {
     this.write(encodeFrame({ command: 'MESSAGE', headers: frameHeaders, body }), false, 'MESSAGE');
   }
 
-  /** Sends an ERROR frame and closes: the end of a connection, as STOMP requires after ERROR. */
-  fail(code: string, message: string, receipt?: string, cause?: unknown): void {
+  /**
+   * Sends an ERROR frame and closes: the end of a connection, as STOMP requires after ERROR. Its
+   * `code` and `reconnect` headers tell the client what to do (connection-codes.ts); the body is
+   * the error's problem. Anything but a ChatError is our bug, told to `onInternalError` and shown
+   * to the client as INTERNAL only.
+   */
+  fail(err: unknown, receipt?: string): void {
     if (this.state === 'closed') return;
-    if (code === 'INTERNAL') this.options.onInternalError?.(cause);
+    const problem = toProblem(err);
+    if (problem.code === 'INTERNAL') this.options.onInternalError?.(err instanceof ChatError && err.cause !== undefined ? err.cause : err);
     const headers: Array<readonly [string, string]> = [
-      ['message', `${code}: ${message}`],
+      ['message', `${problem.code}: ${problem.detail}`],
+      ['code', problem.code],
+      ['reconnect', String(reconnectAfter(problem.code))],
       ['content-type', 'application/json'],
     ];
     if (receipt) headers.push(['receipt-id', receipt]);
-    this.write(encodeFrame({ command: 'ERROR', headers, body: Buffer.from(JSON.stringify({ code, message })) }), true, 'ERROR');
+    // `message` repeats the detail for clients of the first body shape, `{code, message}`.
+    const body = Buffer.from(JSON.stringify({ ...problem, message: problem.detail }));
+    this.write(encodeFrame({ command: 'ERROR', headers, body }), true, 'ERROR');
     this.terminate();
   }
 
@@ -252,7 +256,7 @@ export class StompConnection {
         if (this.paused && this.backlog.belowResumeMark) this.resumeReading();
         if (this.state === 'awaiting-connect') {
           if (frame.command === 'CONNECT' || frame.command === 'STOMP') await this.connect(frame);
-          else this.fail('NOT_CONNECTED', 'the first frame must be CONNECT', header(frame, 'receipt'));
+          else this.fail(new ChatError('NOT_CONNECTED', 'the first frame must be CONNECT'), header(frame, 'receipt'));
           continue;
         }
         const pending = this.handle(frame);
@@ -268,7 +272,7 @@ export class StompConnection {
         this.settle(frame, failed, failure);
       }
     } catch (err) {
-      this.fail('INTERNAL', 'internal error', undefined, err);
+      this.fail(err);
     } finally {
       this.draining = false;
     }
@@ -288,7 +292,7 @@ export class StompConnection {
       switch (frame.command) {
         case 'CONNECT':
         case 'STOMP':
-          this.fail('ALREADY_CONNECTED', 'already connected', header(frame, 'receipt'));
+          this.fail(new ChatError('ALREADY_CONNECTED', 'already connected'), header(frame, 'receipt'));
           return undefined;
         case 'SUBSCRIBE':
           pending = this.subscribe(frame);
@@ -312,10 +316,10 @@ export class StompConnection {
         case 'BEGIN':
         case 'COMMIT':
         case 'ABORT':
-          this.fail('UNSUPPORTED', 'transactions are not supported', header(frame, 'receipt'));
+          this.fail(new ChatError('UNSUPPORTED', 'transactions are not supported'), header(frame, 'receipt'));
           return undefined;
         default:
-          this.fail('UNKNOWN_COMMAND', `unexpected ${frame.command} frame`, header(frame, 'receipt'));
+          this.fail(new ChatError('UNKNOWN_COMMAND', `unexpected ${frame.command} frame`), header(frame, 'receipt'));
           return undefined;
       }
     } catch (err) {
@@ -340,14 +344,14 @@ export class StompConnection {
       // The error went to /user/queue/error; a RECEIPT still confirms the frame was processed.
       if (receipt && this.isOpen) this.writeReceipt(receipt);
     } else {
-      this.fail(err.code, err.message, receipt);
+      this.fail(err, receipt);
     }
   }
 
   private refuseOverBudget(frame: StompFrame, verdict: Exclude<FrameBudgetVerdict, 'ok'>): void {
     const budget = this.budget!;
     if (verdict === 'exhausted') {
-      this.fail('TOO_MANY_FRAMES', `kept sending over the budget of ${budget.perSecond} frames per second`, header(frame, 'receipt'));
+      this.fail(new ChatError('TOO_MANY_FRAMES', `kept sending over the budget of ${budget.perSecond} frames per second`), header(frame, 'receipt'));
       return;
     }
     const retryAfterSeconds = budget.secondsUntilAvailable();
@@ -374,22 +378,22 @@ export class StompConnection {
     const accepted = (header(frame, 'accept-version') ?? '1.0').split(',').map((v) => v.trim());
     const version = SUPPORTED_VERSIONS.find((v) => accepted.includes(v));
     if (!version) {
-      this.fail('UNSUPPORTED_VERSION', `supported versions are ${SUPPORTED_VERSIONS.join(',')}`, receipt);
+      this.fail(new ChatError('UNSUPPORTED_VERSION', `supported versions are ${SUPPORTED_VERSIONS.join(',')}`), receipt);
       return;
     }
     const authorization = header(frame, 'Authorization') ?? header(frame, 'authorization');
     const bearer = authorization ? /^Bearer\s+(\S+)\s*$/i.exec(authorization)?.[1] : undefined;
     const token = bearer ?? header(frame, 'passcode');
-    let principal: Principal;
+    let verified: { readonly caller: Caller; readonly expiresAt: Date };
     try {
-      principal = await this.handler.authenticate(token);
+      verified = await this.handler.authenticate(token);
     } catch (err) {
-      const message = err instanceof ChatError ? err.message : 'authentication failed';
-      this.fail('UNAUTHENTICATED', message, receipt);
+      // Whatever went wrong, the client learns only that its credentials did not get it in.
+      this.fail(new ChatError('UNAUTHENTICATED', err instanceof ChatError ? err.message : 'authentication failed', undefined, { cause: err }), receipt);
       return;
     }
     if (this.state === 'closed') return;
-    this.principal = principal;
+    this.caller = verified.caller;
 
     const [clientSends, clientWants] = parseHeartBeat(header(frame, 'heart-beat'));
     const sendEvery = clientWants > 0 && this.options.heartbeatSendMs > 0 ? Math.max(clientWants, this.options.heartbeatSendMs) : 0;
@@ -398,7 +402,7 @@ export class StompConnection {
     try {
       await this.handler.connected(this);
     } catch (err) {
-      this.fail(err instanceof ChatError ? err.code : 'INTERNAL', err instanceof ChatError ? err.message : 'could not register the connection', receipt, err);
+      this.fail(err instanceof ChatError ? err : new ChatError('INTERNAL', 'could not register the connection', undefined, { cause: err }), receipt);
       return;
     }
     if (!this.isOpen) return;
@@ -413,7 +417,7 @@ export class StompConnection {
           ['heart-beat', `${this.options.heartbeatSendMs},${this.options.heartbeatReceiveMs}`],
           ['server', 'chat-service/1'],
           ['session', this.id],
-          ['user-name', principal.email],
+          ['user-name', verified.caller.email],
         ],
         body: Buffer.alloc(0),
       }),
@@ -431,20 +435,20 @@ export class StompConnection {
       // Twice the agreed interval: the spec allows for network timing error, and one lost beat is no proof of death.
       const deadline = expectEvery * 2;
       this.addTimer(setInterval(() => {
-        if (!this.busy && Date.now() - this.lastReceivedAt > deadline) this.fail('HEARTBEAT_TIMEOUT', 'no data or heart-beat from the client in time');
+        if (!this.busy && Date.now() - this.lastReceivedAt > deadline) this.fail(new ChatError('HEARTBEAT_TIMEOUT', 'no data or heart-beat from the client in time'));
       }, Math.max(50, Math.floor(expectEvery / 2))));
     } else if (this.options.idleTimeoutMs > 0) {
       // heart-beat:0,… means "I will not prove I am alive": without this, a silent client holds its socket forever.
       const idle = this.options.idleTimeoutMs;
       this.addTimer(setInterval(() => {
         if (!this.busy && Date.now() - this.lastReceivedAt > idle) {
-          this.fail('IDLE_TIMEOUT', `nothing received for ${idle} ms and no heart-beats agreed; send heart-beats or reconnect`);
+          this.fail(new ChatError('IDLE_TIMEOUT', `nothing received for ${idle} ms and no heart-beats agreed; send heart-beats or reconnect`));
         }
       }, Math.max(50, Math.floor(idle / 4))));
     }
-    const ttl = principal.expiresAt.getTime() - Date.now();
+    const ttl = verified.expiresAt.getTime() - Date.now();
     // setTimeout takes at most ~24.8 days; a longer token simply outlives the timer's reach.
-    if (ttl < 2 ** 31 - 1) this.addTimer(setTimeout(() => this.fail('TOKEN_EXPIRED', 'the token has expired; reconnect with a fresh one'), Math.max(0, ttl)));
+    if (ttl < 2 ** 31 - 1) this.addTimer(setTimeout(() => this.fail(new ChatError('TOKEN_EXPIRED', 'the token has expired; reconnect with a fresh one')), Math.max(0, ttl)));
   }
 
   private async subscribe(frame: StompFrame): Promise<void> {
@@ -520,7 +524,7 @@ export class StompConnection {
   private write(data: Buffer, evenIfSlow = false, command?: string): void {
     if (this.state === 'closed') return;
     if (!evenIfSlow && this.transport.bufferedBytes() > this.options.maxBufferedBytes) {
-      this.fail('SLOW_CONSUMER', 'the client is not reading fast enough');
+      this.fail(new ChatError('SLOW_CONSUMER', 'the client is not reading fast enough'));
       return;
     }
     this.lastSentAt = Date.now();
