@@ -46,15 +46,20 @@ async function up(l: StompLink): Promise<void> {
 
 describe('stompErrorOutcome', () => {
   it.each([
-    [{ reconnect: 'false' }, 'TOKEN_EXPIRED', true, 'end'],
+    // Codes in the catalogue decide, whatever the header says.
+    [{ reconnect: 'false' }, 'TOKEN_EXPIRED', true, 'reconnect'],
+    [{}, 'SERVER_SHUTDOWN', true, 'reconnect'],
+    [{ reconnect: 'true' }, 'FRAME_TOO_LARGE', true, 'end'],
+    [{}, 'ORIGIN_NOT_ALLOWED', false, 'end'],
+    [{ reconnect: 'true' }, 'SLOW_CONSUMER', true, 'reconnect'],
+    // A refused token at CONNECT: retried with fresh tokens, a bounded number of times.
+    [{ reconnect: 'false' }, 'UNAUTHENTICATED', false, 'token-refused'],
+    [{}, 'UNAUTHENTICATED', true, 'end'],
+    // Codes newer than this SDK: the header decides, reconnecting by default.
     [{ reconnect: 'false' }, 'SOMETHING_NEW', false, 'end'],
     [{ reconnect: ' FALSE ' }, 'SOMETHING_NEW', true, 'end'],
-    [{ reconnect: 'true' }, 'UNAUTHENTICATED', false, 'reconnect'],
-    [{ reconnect: 'true' }, 'SLOW_CONSUMER', true, 'reconnect'],
-    [{}, 'UNAUTHENTICATED', false, 'token-refused'],
-    [{}, 'UNAUTHENTICATED', true, 'reconnect'],
-    [{}, 'TOKEN_EXPIRED', true, 'reconnect'],
-    [{ reconnect: 'maybe' }, 'TOO_MANY_FRAMES', true, 'reconnect'],
+    [{}, 'SOMETHING_NEW', true, 'reconnect'],
+    [{ reconnect: 'maybe' }, 'SOMETHING_NEW', true, 'reconnect'],
   ] as const)('%j %s (connected: %s) → %s', (headers, code, connected, outcome) => {
     expect(stompErrorOutcome(headers, code, connected)).toBe(outcome);
   });
@@ -138,9 +143,9 @@ describe('StompLink', () => {
     expect(server.sockets).toHaveLength(1);
   });
 
-  it('reconnects after an ERROR marked reconnect: true, even a refused token, past maxAuthFailures', async () => {
+  it('reconnects after a catalogue code marked reconnect, past maxAuthFailures', async () => {
     const server = new ScriptedStompServer();
-    server.answerConnect = (_frame, index) => (index < 3 ? { error: { code: 'UNAUTHENTICATED', reconnect: 'true', message: 'UNAUTHENTICATED: try again' } } : 'accept');
+    server.answerConnect = (_frame, index) => (index < 3 ? { error: { code: 'TOO_MANY_CONNECTIONS', reconnect: 'true', message: 'TOO_MANY_CONNECTIONS: later' } } : 'accept');
     const { l, gaveUp } = link({ server, maxAuthFailures: 2 });
     await up(l);
     expect(server.sockets).toHaveLength(4);

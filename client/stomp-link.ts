@@ -14,6 +14,7 @@
 import { Client, type IFrame, type IMessage, type StompHeaders, type StompSubscription } from '@stomp/stompjs';
 import { backoffDelay, type BackoffOptions } from './backoff.js';
 import { ChatClientError } from './chat-client-error.js';
+import { CONNECTION_CODES, isTerminal } from './connection-codes.js';
 import { openStompSocket, type ChatTransport, type WebSocketFactory } from './stomp-transport.js';
 import { TypedEmitter } from './typed-emitter.js';
 
@@ -40,10 +41,11 @@ export type StompErrorOutcome = 'end' | 'reconnect' | 'token-refused';
  * the old rule: a token refused at CONNECT counts towards `maxAuthFailures`, anything else is retried.
  */
 export function stompErrorOutcome(headers: Readonly<Record<string, string | undefined>>, code: string, connected: boolean): StompErrorOutcome {
-  const reconnect = headers.reconnect?.trim().toLowerCase();
-  if (reconnect === 'false') return 'end';
-  if (reconnect === 'true') return 'reconnect';
-  return !connected && code === 'UNAUTHENTICATED' ? 'token-refused' : 'reconnect';
+  // The token provider may hand out a fresh token on the next attempt: a few tries, then the end.
+  if (code === 'UNAUTHENTICATED' && !connected) return 'token-refused';
+  // The code decides (the catalogue this SDK ships); the header only for codes newer than it.
+  if (code in CONNECTION_CODES) return isTerminal(code) ? 'end' : 'reconnect';
+  return headers.reconnect?.trim().toLowerCase() === 'false' ? 'end' : 'reconnect';
 }
 
 export interface StompLinkOptions {
@@ -290,7 +292,8 @@ export class StompLink extends TypedEmitter<StompLinkEvents> {
       this.giveUp(failure.error);
       return;
     }
-    this.scheduleReconnect(failure?.outcome === 'token-refused' ? failure.error : undefined);
+    // The state says why it reconnects (SERVER_SHUTDOWN, TOKEN_EXPIRED, …) when the server said.
+    this.scheduleReconnect(failure?.error);
   }
 
   private giveUp(error: ChatClientError): void {
