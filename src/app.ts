@@ -210,12 +210,15 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
 
     // Every send is stored here first; the queue holds those that cannot be stored yet (ADR 0010).
     const sendQueue = buildSendQueue(config.bus, config, logger, options.sendQueue);
+    const sendLog = logger.child({ component: 'send-path' });
     const sends = new SendPath({
       chat: options.faults?.sendChat?.(chat) ?? chat,
       queue: sendQueue,
       bus,
       onOutcome: (transport, result) => metrics.messagesSent.inc({ transport, result }),
       onUnexpected: (err) => logger.error({ err, component: 'send-path' }, 'storing a send failed unexpectedly; it is queued and retried'),
+      // Ids only: never the content or the token.
+      onStored: (message, via) => sendLog.info({ messageId: message.messageId, sessionId: message.sessionId, seq: message.seq, via }, 'message stored'),
     });
     await sendQueue.start();
     stack.push({ name: 'send-queue', stop: () => sendQueue.stop() });

@@ -1,7 +1,7 @@
 /** Entry point: config → app → serve; SIGTERM/SIGINT stop it gracefully. */
 import { ConfigError, loadConfig } from './config/config.js';
 import { createApp } from './app.js';
-import { createLogger } from './observability/logger.js';
+import { createLogger, flushLogs } from './observability/logger.js';
 
 async function main(): Promise<void> {
   let config;
@@ -15,9 +15,11 @@ async function main(): Promise<void> {
     throw err;
   }
   const logger = createLogger(config.logLevel);
+  const exit = (code: number): void => flushLogs(logger, () => process.exit(code));
   const app = await createApp(config, logger).catch((err: unknown) => {
     logger.fatal({ err }, 'start-up failed');
-    process.exit(1);
+    exit(1);
+    return new Promise<never>(() => undefined);
   });
 
   let stopping = false;
@@ -27,14 +29,14 @@ async function main(): Promise<void> {
     logger.info({ signal }, 'shutting down');
     const force = setTimeout(() => {
       logger.error('shutdown took too long, exiting');
-      process.exit(1);
+      exit(1);
     }, config.shutdownTimeoutMs);
     force.unref();
     app.stop().then(
-      () => process.exit(0),
+      () => exit(0),
       (err: unknown) => {
         logger.error({ err }, 'shutdown failed');
-        process.exit(1);
+        exit(1);
       },
     );
   };

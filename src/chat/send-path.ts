@@ -52,6 +52,8 @@ export interface SendPathDeps {
   onOutcome?: (transport: SendTransport, result: 'created' | 'repeat' | 'queued') => void;
   /** Told about failures that are ours, not the client's (the send is queued and retried). */
   onUnexpected?: (err: unknown) => void;
+  /** Told of every message stored (not repeats), directly or from the queue. */
+  onStored?: (message: ChatMessageView, via: SendTransport | 'queue') => void;
 }
 
 export class SendPath {
@@ -82,6 +84,7 @@ export class SendPath {
       return this.spill(caller, input, connection, options.transport);
     }
     this.deps.onOutcome?.(options.transport, outcome.created ? 'created' : 'repeat');
+    if (outcome.created) this.deps.onStored?.(outcome.message, options.transport);
     return outcome.created ? { kind: 'stored', message: outcome.message } : { kind: 'repeat', message: outcome.message };
   }
 
@@ -146,7 +149,8 @@ export class SendPath {
       return;
     }
     // A repeat writes no outbox row: its ack goes out from here.
-    if (!outcome.created) await this.tell(this.deps.chat.repeatAckEnvelope(caller, outcome.message));
+    if (outcome.created) this.deps.onStored?.(outcome.message, 'queue');
+    else await this.tell(this.deps.chat.repeatAckEnvelope(caller, outcome.message));
     this.settle(settleKey(caller.email, input.clientMessageId));
   }
 

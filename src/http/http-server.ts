@@ -19,6 +19,7 @@ import type { DevTokenIssuer } from '../auth/dev-token-issuer.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { UserRateLimiter } from '../limits/user-rate-limiter.js';
 import { httpProblem, sendProblem } from './problem-details.js';
+import { contextFrom, inSpan } from '../observability/tracing.js';
 import webPage from './web-page.js';
 import { registerOperations, type ReadinessChecks } from './operations.js';
 import {
@@ -140,7 +141,8 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
       const send = async (request: FastifyRequest<{ Body: Static<typeof ChatMessageBody> }>, reply: FastifyReply) => {
         await deps.sendLimiter.take(caller(request).email);
         // No connection: REST answers with the stored message, so an outage is a 503 to retry, not a queued send.
-        const outcome = await deps.sends.send(caller(request), request.body, { transport: 'http' });
+        // A caller that traces (a gateway, another service) continues its trace through the send.
+        const outcome = await inSpan('chat.send', { 'chat.transport': 'http' }, () => deps.sends.send(caller(request), request.body, { transport: 'http' }), contextFrom(request.headers));
         if (outcome.kind === 'queued') throw new ChatError('INTERNAL', 'a REST send was queued');
         return reply.code(outcome.kind === 'stored' ? 201 : 200).send(outcome.message);
       };

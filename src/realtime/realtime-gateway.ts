@@ -23,6 +23,7 @@ import type { TokenVerifier, VerifiedToken } from '../auth/token-verifier.js';
 import type { UserRateLimiter } from '../limits/user-rate-limiter.js';
 import type { StompConnection, StompHandler, Subscription } from './stomp/stomp-connection.js';
 import { header, type StompFrame } from './stomp/stomp-frame.js';
+import { contextFrom, inSpan, tracer } from '../observability/tracing.js';
 
 const TOPIC_PREFIX = '/topic/session.';
 const USER_QUEUES = ['messages', 'ack', 'error', 'receipts'] as const;
@@ -160,8 +161,10 @@ export class RealtimeGateway implements StompHandler {
         } catch (err) {
           throw withClientMessageId(err, request.clientMessageId);
         }
+        const started = performance.now();
         // Stored: the outbox acks it; queued: the outbox acks it once stored (the RECEIPT says accepted).
-        const outcome = await this.deps.sends.send(caller, request, { transport: 'stomp', connection: conn.id });
+        const outcome = await inSpan('chat.send', { 'chat.transport': 'stomp' }, () => this.deps.sends.send(caller, request, { transport: 'stomp', connection: conn.id }));
+        this.deps.metrics.stompFrameDuration.observe({ command: 'SEND' }, (performance.now() - started) / 1000);
         // A repeat writes no new event, so its ack comes from here rather than through the outbox.
         if (outcome.kind === 'repeat') this.deliverToConnection(conn, 'ack', outcome.message);
         return;
@@ -212,14 +215,36 @@ export class RealtimeGateway implements StompHandler {
 
   /** Delivers one bus event to every local subscription it addresses. */
   private dispatch(envelope: BusEnvelope): void {
+    if (envelope.trace) {
+      // Traced: the socket writes are this instance's part of the sender's trace.
+      const span = tracer().startSpan('chat.deliver', { attributes: { 'chat.event': envelope.event.type } }, contextFrom(envelope.trace));
+      try {
+        this.writeEvent(envelope);
+      } finally {
+        span.end();
+      }
+      return;
+    }
+    this.writeEvent(envelope);
+  }
+
+  private writeEvent(envelope: BusEnvelope): void {
     const { event } = envelope;
     const body = Buffer.from(JSON.stringify(bodyOf(event)));
     const headers = headersOf(event);
     const token: DeliveryToken | undefined = event.type === 'message' ? { sessionId: event.sessionId, messageId: event.message.messageId } : undefined;
+    let messagesWritten = 0;
     for (const destination of event.destinations) {
+      const toRecipient = isUserQueue(destination, 'messages');
       for (const { conn, sub } of this.listenersOf(destination)) {
-        conn.deliver(sub, headers, body, isUserQueue(destination, 'messages') ? token : undefined);
+        conn.deliver(sub, headers, body, toRecipient ? token : undefined);
+        if (toRecipient) messagesWritten++;
       }
+    }
+    if (messagesWritten > 0 && event.type === 'message') {
+      this.deps.metrics.messagesDelivered.inc(messagesWritten);
+      const sentAt = Date.parse(event.message.sentAt);
+      if (Number.isFinite(sentAt)) this.deps.metrics.deliveryLatency.observe(Math.max(0, Date.now() - sentAt) / 1000);
     }
   }
 
