@@ -99,7 +99,7 @@ export interface InstanceProcess {
 /** Starts `instance-main.ts` (the service plus test-only options and fault hooks) as a child process. */
 export async function startInstanceProcess(
   shared: ClusterShared,
-  options: { name?: string; app?: AppOptions; fault?: string; timeoutMs?: number } = {},
+  options: { name?: string; app?: AppOptions; fault?: string; timeoutMs?: number; env?: Record<string, string> } = {},
 ): Promise<InstanceProcess> {
   const { faults: _faults, ...plain } = testAppOptions(shared, options.app);
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'test/cluster/support/instance-main.ts')], {
@@ -114,6 +114,7 @@ export async function startInstanceProcess(
       ...instanceEnv(shared, options),
       CLUSTER_APP_OPTIONS: JSON.stringify(plain),
       ...(options.fault ? { CLUSTER_FAULT: options.fault } : {}),
+      ...options.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
