@@ -90,6 +90,8 @@ interface Refusal {
   error: ChatError;
 }
 
+const DRAINING_REFUSAL: Refusal = { reason: 'draining', error: new ChatError('SERVER_SHUTDOWN', 'this instance is shutting down; connect again (another instance will take it)') };
+
 export class RealtimeEndpoints {
   private readonly connections = new Set<StompConnection>();
   private readonly wss: WebSocketServer;
@@ -155,9 +157,12 @@ export class RealtimeEndpoints {
   }
 
   /** Takes HTTP requests under /ws (SockJS); returns false for anything else. */
+  private closing = false;
+
   handleRequest(req: IncomingMessage, res: ServerResponse): boolean {
     const route = routeWs(req.method ?? '', req.url ?? '', false);
     if (route.kind === 'not-ours') return false;
+    if (this.closing) return this.refuse(res, DRAINING_REFUSAL);
     if (route.kind === 'refused') return this.refuse(res, route);
     if (!this.originAllowed(req)) return this.refuse(res, ORIGIN_REFUSAL);
     if (route.kind === 'sockjs-info') return this.passToSockJs(req, res);
@@ -195,6 +200,7 @@ export class RealtimeEndpoints {
   /** Takes WebSocket upgrades; what is not ours or not allowed gets an HTTP refusal. */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const route = routeWs(req.method ?? '', req.url ?? '', true);
+    if (this.closing) return this.refuseUpgrade(socket, DRAINING_REFUSAL);
     if (route.kind === 'refused') return this.refuseUpgrade(socket, route);
     if (route.kind !== 'raw-websocket' && route.kind !== 'sockjs-session') {
       return this.refuseUpgrade(socket, { reason: 'route_not_found', error: new ChatError('ROUTE_NOT_FOUND', 'no WebSocket endpoint here') });
@@ -245,7 +251,9 @@ export class RealtimeEndpoints {
   }
 
   /** Ends every connection with an ERROR frame, so clients reconnect elsewhere. */
+  /** Refuses new connections (503 SERVER_SHUTDOWN: the balancer or client tries another instance), then ends the open ones. */
   async close(): Promise<void> {
+    this.closing = true;
     for (const conn of [...this.connections]) conn.fail(new ChatError('SERVER_SHUTDOWN', 'the server is shutting down; reconnect'));
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
