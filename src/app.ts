@@ -197,6 +197,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     const bus = buildBus(config.bus, config, logger, options.bus);
     await bus.start();
     stack.push({ name: 'bus', stop: () => bus.stop() });
+    bus.onEvent(() => metrics.busEventsReceived.inc());
     const chat = new ChatService({ store, profiles, bus, clock: systemClock, maxContentChars: config.maxContentChars });
 
     const relayDb =

@@ -74,10 +74,9 @@ export class Metrics {
     },
   });
 
-  readonly busMessages = new Counter({
-    name: 'chat_bus_messages_total',
-    help: 'Events through the bus: published by this instance, received from it, delivered here directly',
-    labelNames: ['direction'] as const,
+  readonly busEventsReceived = new Counter({
+    name: 'chat_bus_events_received_total',
+    help: 'Events handed to this instance by the bus (from the broker, or delivered here at commit); published ones are chat_outbox_published_total',
     registers: [this.registry],
   });
 
