@@ -42,6 +42,8 @@
 import type { Logger } from 'pino';
 import { asBusEnvelope } from '../chat/bus-envelope.js';
 import { traceBatch } from '../observability/tracing.js';
+import { backoffMs } from '../shared/backoff.js';
+import { withTimeout } from '../shared/timeout.js';
 import {
   systemClock,
   type BusEnvelope,
@@ -346,7 +348,7 @@ export class OutboxRelay {
       if (this.state !== 'running') break;
       if (outcome === 'error') {
         // Wakes arrive at the commit rate; they must not turn an outage into a busy loop.
-        await this.sleep(Math.min(this.opts.errorBackoffMaxMs, this.opts.pollIntervalMs * 2 ** (this.consecutiveErrors - 1)), false);
+        await this.sleep(backoffMs(this.consecutiveErrors, { initialMs: this.opts.pollIntervalMs, maxMs: this.opts.errorBackoffMaxMs }), false);
         continue;
       }
       if (outcome === 'full' || this.wakeRequested) continue;
@@ -494,21 +496,7 @@ export class OutboxRelay {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     const ms = this.opts.publishTimeoutMs;
-    if (ms <= 0) return published;
-    return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new PublishTimeoutError(ms)), ms);
-      // Both handlers attached: a rejection after the timeout is settled here, never unhandled.
-      published.then(
-        () => {
-          clearTimeout(timer);
-          resolve();
-        },
-        (err: unknown) => {
-          clearTimeout(timer);
-          reject(err);
-        },
-      );
-    });
+    return ms > 0 ? withTimeout(published, ms, () => new PublishTimeoutError(ms)) : published;
   }
 
   private toMark(attempts: Attempt[]): PendingMark {

@@ -10,12 +10,14 @@
  *   (`OutboxStore.markFailed`), against the row's stored count.
  */
 
+import { backoffMs } from '../shared/backoff.js';
+
 /** Delay before attempt n+1 after the n-th failure (n ≥ 1), in ms. */
 export type Backoff = (failures: number) => number;
 
 /** min(60 s, 2^n s) after the n-th failure. */
 export function defaultBackoff(failures: number): number {
-  return Math.min(60_000, 2 ** failures * 1000);
+  return backoffMs(failures, { initialMs: 2_000, maxMs: 60_000 });
 }
 
 export interface RetryDecision {
