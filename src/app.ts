@@ -69,12 +69,18 @@ async function openDatabase(store: StoreConfig, logger: Logger, tuning: AppOptio
   }
 }
 
-function buildBus(bus: BusConfig, config: Config, logger: Logger, tuning: AppOptions['bus']): EventBus {
+function buildBus(bus: BusConfig, config: Config, logger: Logger, metrics: Metrics, tuning: AppOptions['bus']): EventBus {
   switch (bus.kind) {
     case 'memory':
       return new MemoryEventBus({ logger: logger.child({ component: 'bus' }) });
     case 'rabbitmq':
-      return new RabbitMqEventBus({ ...tuning, url: bus.url, instanceId: config.instanceId, logger: logger.child({ component: 'bus' }) });
+      return new RabbitMqEventBus({
+        ...tuning,
+        url: bus.url,
+        instanceId: config.instanceId,
+        logger: logger.child({ component: 'bus' }),
+        onReconnected: () => metrics.busReconnects.inc(),
+      });
     default:
       return assertNever(bus);
   }
@@ -194,7 +200,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     const devIssuer = config.auth.kind === 'dev' ? DevTokenIssuer.open(config.store.kind === 'pglite' && !config.store.dataDir ? undefined : config.dataDir) : undefined;
     const verifier = buildVerifier(config, devIssuer);
     const profiles = buildProfiles(config, db, logger, metrics);
-    const bus = buildBus(config.bus, config, logger, options.bus);
+    const bus = buildBus(config.bus, config, logger, metrics, options.bus);
     await bus.start();
     stack.push({ name: 'bus', stop: () => bus.stop() });
     bus.onEvent(() => metrics.busEventsReceived.inc());

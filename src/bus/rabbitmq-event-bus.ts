@@ -59,6 +59,8 @@ import { normaliseUserEmail, userRoutingKey } from './user-routing-key.js';
 export interface RabbitMqEventBusOptions extends Pick<AmqpConnectionOptions, 'url' | 'heartbeatSec' | 'connectionTimeoutMs'> {
   /** Names the queue and the connection `chat.instance.{instanceId}.{random}`; default a random UUID. */
   instanceId?: string;
+  /** Told each time the connection is (re)established after the first (for a reconnect counter). */
+  onReconnected?: () => void;
   /** How long the instance queue survives without a consumer (a lost connection, a crash). Default 60 s. */
   queueExpiresMs?: number;
   /** Messages the instance queue holds at most while nobody consumes it (oldest dropped). Default 100,000. */
@@ -141,6 +143,7 @@ export class RabbitMqEventBus implements EventBus {
     this.queueExpiresMs = options.queueExpiresMs ?? 60_000;
     this.maxQueueLength = options.maxQueueLength ?? 100_000;
     this.log = options.logger ?? silentLogger;
+    this.onReconnected = options.onReconnected;
   }
 
   start(): Promise<void> {
@@ -277,6 +280,9 @@ export class RabbitMqEventBus implements EventBus {
     return userRoutingKey(normaliseUserEmail(userEmail), this.routingKeyPrefix);
   }
 
+  private readonly onReconnected: (() => void) | undefined;
+  private connectedBefore = false;
+
   private async open(): Promise<void> {
     const connection = openAmqpConnection({
       ...this.broker,
@@ -285,6 +291,8 @@ export class RabbitMqEventBus implements EventBus {
       onConnection: () => {
         // A new connection means a new (empty) queue until the consumer has set it up again.
         this.consumerReady = false;
+        if (this.connectedBefore) this.onReconnected?.();
+        this.connectedBefore = true;
       },
     });
     this.connection = connection;

@@ -74,6 +74,12 @@ export class Metrics {
     },
   });
 
+  readonly busReconnects = new Counter({
+    name: 'chat_bus_reconnects_total',
+    help: 'Times the bus connection to the broker was re-established after being lost',
+    registers: [this.registry],
+  });
+
   readonly busEventsReceived = new Counter({
     name: 'chat_bus_events_received_total',
     help: 'Events handed to this instance by the bus (from the broker, or delivered here at commit); published ones are chat_outbox_published_total',

@@ -156,6 +156,11 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('faults under load (tw
     for (const node of nodes) node.amqp.setMode('pass');
     await allReady();
     expect(nodes.every((n) => n.amqp.accepted > 4)).toBe(true);
+    // Operators see it: each instance counted its bus reconnect.
+    for (const url of urls()) {
+      const text = await (await fetch(`${url}/metrics`)).text();
+      expect(Number(/^chat_bus_reconnects_total (\d+)/m.exec(text)?.[1] ?? 0)).toBeGreaterThanOrEqual(1);
+    }
     const figures = await load.finish(shared.databaseUrl, 'RabbitMQ cut');
     expectNothingLost(figures, load);
   });
