@@ -32,15 +32,26 @@ export async function waitUntilStarted(
 ): Promise<{ url: string; output: () => string; exited: Promise<number | string> }> {
   let out = '';
   const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  const keep = (chunk: Buffer): void => {
+    out += chunk.toString();
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${what} did not start in ${timeoutMs} ms:\n${out}`)), timeoutMs);
-    const onData = (chunk: Buffer): void => {
-      out += chunk.toString();
-      const match = /"url":"(http:\/\/[^"]+)"[^\n]*"msg":"chat-service started"/.exec(out);
+    // Looked for until found, and only in what arrived since the last complete line: the service
+    // logs a line per stored message, and matching the whole output on every chunk is quadratic.
+    let searchedTo = 0;
+    const onData = (): void => {
+      const match = /"url":"(http:\/\/[^"]+)"[^\n]*"msg":"chat-service started"/.exec(out.slice(searchedTo));
       if (match) {
         clearTimeout(timer);
+        child.stdout!.off('data', onData);
+        child.stderr!.off('data', onData);
         resolve(match[1]!);
+        return;
       }
+      searchedTo = Math.max(searchedTo, out.lastIndexOf('\n') + 1);
     };
     child.stdout!.on('data', onData);
     child.stderr!.on('data', onData);
