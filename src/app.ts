@@ -228,6 +228,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
       onStored: (message, via) => sendLog.info({ messageId: message.messageId, sessionId: message.sessionId, seq: message.seq, via }, 'message stored'),
     });
     await sendQueue.start();
+    metrics.sendQueueDepthOf = () => sendQueue.depth();
     stack.push({ name: 'send-queue', stop: () => sendQueue.stop() });
 
     // One per-user send budget for REST and STOMP sends, so switching transports buys no extra sends.

@@ -225,6 +225,11 @@ export interface SendQueue {
   enqueue(send: QueuedSend): Promise<void>;
   consume(handlers: SendQueueHandlers): void;
   isHealthy(): boolean;
+  /**
+   * Sends waiting to be stored, as far as this instance can tell (RabbitMQ: the shared queue's
+   * messages not handed to a consumer yet); undefined when it cannot be told now (broker away).
+   */
+  depth(): Promise<number | undefined>;
 }
 
 export interface Clock {

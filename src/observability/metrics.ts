@@ -86,6 +86,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** Read at scrape time; set by the composition root. */
+  sendQueueDepthOf: (() => Promise<number | undefined>) | undefined;
+
+  readonly sendQueueDepth = new Gauge({
+    name: 'chat_send_queue_depth',
+    help: 'Sends waiting in the send queue to be stored (RabbitMQ: the shared queue, messages not yet handed to a consumer)',
+    registers: [this.registry],
+    collect: async () => {
+      const depth = await this.sendQueueDepthOf?.().catch(() => undefined);
+      if (depth !== undefined) this.sendQueueDepth.set(depth);
+    },
+  });
+
   readonly messagesDelivered = new Counter({
     name: 'chat_messages_delivered_total',
     help: 'Message frames written to subscribers\' connections on this instance',

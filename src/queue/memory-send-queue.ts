@@ -74,6 +74,10 @@ export class MemorySendQueue implements SendQueue {
     return this.state === 'started' && this.held < this.maxLength;
   }
 
+  depth(): Promise<number | undefined> {
+    return Promise.resolve(this.held);
+  }
+
   enqueue(send: QueuedSend): Promise<void> {
     if (this.state === 'stopped') return Promise.reject(new Error('MemorySendQueue: stopped'));
     if (this.held >= this.maxLength) return Promise.reject(new Error(`MemorySendQueue: full (${this.maxLength} sends held)`));

@@ -163,6 +163,18 @@ export class RabbitMqSendQueue implements SendQueue {
     return !this.stopping && this.consumerReady && this.connection?.ready === true;
   }
 
+  async depth(): Promise<number | undefined> {
+    const connection = this.connection;
+    if (!connection?.ready || this.stopping) return undefined;
+    try {
+      // Passive: asks about the queue without declaring it, so it cannot create or alter it.
+      const ok = await withTimeout(connection.queueDeclare({ queue: this.queue, passive: true }), 2_000, () => new Error('queue depth: no answer'));
+      return ok.messageCount;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Queues the send durably; resolves once the broker confirmed the routed message. */
   async enqueue(send: QueuedSend): Promise<void> {
     try {

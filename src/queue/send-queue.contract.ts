@@ -100,8 +100,13 @@ export function describeSendQueueContract(name: string, makeFixture: () => Promi
       for (let i = 0; i < 5; i++) await queue.enqueue(sendOf(session, `m${i}`));
       await expect.poll(() => attemptsDuringOutage).toBeGreaterThanOrEqual(4);
       expect(stored).toEqual([]);
+      // Waiting sends are counted (a broker does not count those a consumer already holds).
+      const waiting = await queue.depth();
+      expect(waiting).toBeGreaterThanOrEqual(0);
+      expect(waiting).toBeLessThanOrEqual(5);
       outage = false;
       await expect.poll(() => stored, { timeout: 10_000 }).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
+      await expect.poll(() => queue.depth(), { timeout: 10_000 }).toBe(0);
     });
 
     it('sets a send that keeps failing aside as dead after 3 attempts, tells the dead handler, and moves on', async () => {
