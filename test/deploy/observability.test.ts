@@ -1,14 +1,18 @@
 /**
  * deploy/grafana and deploy/prometheus use only metrics the service exports: every metric name in
  * every PromQL expression is checked against the series the service's own registry produces
- * (src/observability/metrics.ts with prom-client's Node.js defaults), so a renamed metric breaks
+ * (src/observability/metrics.ts with prom-client's Node.js defaults, and the profile directory's
+ * when it calls the profile service), so a renamed metric breaks
  * this test instead of a dashboard nobody looks at until an incident.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse } from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { generateKeyPairSync } from 'node:crypto';
+import { pino } from 'pino';
 import { Metrics } from '../../src/observability/metrics.js';
+import { HttpProfileDirectory } from '../../src/profiles/http-profile-directory.js';
 import { DEPLOY } from './deploy-support.js';
 
 const KEYWORDS = new Set(['and', 'or', 'unless', 'bool', 'offset', 'by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'inf', 'nan']);
@@ -25,7 +29,20 @@ function metricNames(expr: string): string[] {
 
 /** Every series name the service exposes: histograms as their _bucket, _sum and _count. */
 async function exportedSeries(): Promise<Set<string>> {
-  const metrics = await new Metrics().registry.getMetricsAsJSON();
+  const registry = new Metrics().registry;
+  // The profile service's metrics (cache, breaker) join the registry when PROFILE_SERVICE_URL is set.
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  new HttpProfileDirectory({
+    baseUrl: 'http://profiles.invalid',
+    privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+    issuer: 'chat-service',
+    audience: 'profile-service',
+    cacheTtlMs: 60_000,
+    cacheMax: 10,
+    logger: pino({ level: 'silent' }),
+    registry,
+  });
+  const metrics = await registry.getMetricsAsJSON();
   const series = new Set<string>();
   for (const { name, type } of metrics) {
     series.add(name);
