@@ -87,8 +87,9 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('tracing across instan
     expect(byName('chat.send').instance).toBe(oneId);
     expect(byName('chat.store')).toMatchObject({ instance: oneId, parentSpanId: byName('chat.send').spanId });
     expect(byName('outbox.publish').instance).toBe(oneId);
-    // Delivered where bob is: the other process, as a child of the send's context.
-    expect(inTrace().some((s) => s.name === 'chat.deliver' && s.instance === twoId)).toBe(true);
+    // Delivered where bob is: the other process, as a child of the send's context. Each process
+    // exports on its own schedule, so the other's span may come after this one's.
+    await expect.poll(() => inTrace().some((s) => s.name === 'chat.deliver' && s.instance === twoId), { timeout: 10_000 }).toBe(true);
 
     // The stored message's log line carries the same trace id.
     const stored = one
