@@ -114,7 +114,7 @@ export class Metrics {
 
   readonly stompFrameDuration = new Histogram({
     name: 'chat_stomp_frame_duration_seconds',
-    help: 'Time to handle an inbound STOMP frame, by command (a SEND until it is stored or queued)',
+    help: 'Time to handle an inbound STOMP frame after CONNECT, by command (a SEND until it is stored or queued, an ACK until recorded)',
     labelNames: ['command'] as const,
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [this.registry],

@@ -117,6 +117,7 @@ export class RealtimeEndpoints {
       stats: {
         frameIn: (command) => options.metrics.stompFrames.inc({ direction: 'in', command }),
         frameOut: (command) => options.metrics.stompFrames.inc({ direction: 'out', command }),
+        frameHandled: (command, seconds) => options.metrics.stompFrameDuration.observe({ command }, seconds),
       },
     };
     const frameLimit = this.stompOptions.limits?.maxFrameSize ?? DEFAULT_DECODER_LIMITS.maxFrameSize;

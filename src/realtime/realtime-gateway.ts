@@ -161,10 +161,8 @@ export class RealtimeGateway implements StompHandler {
         } catch (err) {
           throw withClientMessageId(err, request.clientMessageId);
         }
-        const started = performance.now();
         // Stored: the outbox acks it; queued: the outbox acks it once stored (the RECEIPT says accepted).
         const outcome = await inSpan('chat.send', { 'chat.transport': 'stomp' }, () => this.deps.sends.send(caller, request, { transport: 'stomp', connection: conn.id }));
-        this.deps.metrics.stompFrameDuration.observe({ command: 'SEND' }, (performance.now() - started) / 1000);
         // A repeat writes no new event, so its ack comes from here rather than through the outbox.
         if (outcome.kind === 'repeat') this.deliverToConnection(conn, 'ack', outcome.message);
         return;

@@ -63,6 +63,11 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('readiness and metrics
     const client = await connectStomp({ baseUrl: t.url, token: alice.token, transport: 'ws' });
     await client.subscribe('/user/queue/ack');
     await client.sendWithReceipt('/app/chat.send', { sessionId, content: 'before the drain', clientMessageId: randomUUID() });
+    // Every inbound frame's handling is timed, by command.
+    for (const command of ['SUBSCRIBE', 'SEND']) {
+      const [count] = await metric(management, `chat_stomp_frame_duration_seconds_count{command="${command}"}`);
+      expect(Number(count?.split(' ')[1]), command).toBeGreaterThanOrEqual(1);
+    }
 
     // Watch readiness and new connections while the instance stops.
     const seen: number[] = [];

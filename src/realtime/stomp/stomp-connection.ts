@@ -92,7 +92,12 @@ export interface StompConnectionOptions {
   /** With no client heart-beat agreed, a connection that sends nothing for this long is closed; 0 never. */
   idleTimeoutMs: number;
   /** Counts frames for metrics. */
-  stats?: { frameIn(command: string): void; frameOut(command: string): void };
+  stats?: {
+    frameIn(command: string): void;
+    frameOut(command: string): void;
+    /** How long a frame took from the start of its handling until it was answered, in seconds. */
+    frameHandled?(command: string, seconds: number): void;
+  };
   /** Told about failures that are our bug, not the client's (the client only sees "internal error"). */
   onInternalError?: (err: unknown) => void;
 }
@@ -259,8 +264,12 @@ export class StompConnection {
           else this.fail(new ChatError('NOT_CONNECTED', 'the first frame must be CONNECT'), header(frame, 'receipt'));
           continue;
         }
+        const started = performance.now();
         const pending = this.handle(frame);
-        if (pending === undefined) continue;
+        if (pending === undefined) {
+          this.options.stats?.frameHandled?.(frame.command, (performance.now() - started) / 1000);
+          continue;
+        }
         let failed = false;
         let failure: unknown;
         try {
@@ -270,6 +279,7 @@ export class StompConnection {
           failure = err;
         }
         this.settle(frame, failed, failure);
+        this.options.stats?.frameHandled?.(frame.command, (performance.now() - started) / 1000);
       }
     } catch (err) {
       this.fail(err);
