@@ -8,14 +8,14 @@ import tseslint from 'typescript-eslint';
  *   another adapter, a transport, config/ or the composition root;
  * - transports (http/, realtime/, and auth/, limits/ which serve them) never import adapters,
  *   config/ or the composition root;
- * - shared helpers (shared/, amqp/, observability/) import no adapter, transport or config;
+ * - shared helpers (common/, amqp/, observability/) import no adapter, transport or config;
  * - only the composition root (app.ts, main.ts, and the migrate CLI) picks implementations.
  * Tests (`*.test.ts`) wire whatever they exercise and are exempt.
  */
 const folders = {
   adapters: ['store', 'bus', 'queue', 'profiles', 'outbox'],
   transports: ['http', 'realtime', 'auth', 'limits'],
-  shared: ['shared', 'amqp', 'observability'],
+  shared: ['common', 'amqp', 'observability'],
 };
 const importsOf = (names) => names.flatMap((name) => [`../${name}/**`, `../../${name}/**`, `../../../${name}/**`]);
 const root = ['../app.js', '../../app.js', '../main.js', '../../main.js'];

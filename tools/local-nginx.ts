@@ -6,6 +6,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +19,17 @@ const hasIpv6Loopback = (): boolean => existsSync('/proc/net/if_inet6') && readF
 export function nginxMissing(): string | undefined {
   const probe = spawnSync('nginx', ['-v'], { encoding: 'utf8' });
   return probe.error ? `nginx is not installed (apt-get install -y nginx; .ci/run does it)` : undefined;
+}
+
+/** A port nothing listens on right now (for servers, like nginx, that cannot be told port 0). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+    server.once('error', reject);
+  });
 }
 
 export interface NginxSite {

@@ -11,8 +11,8 @@
  * debug lines, the reconnection one info line; flow control (connection.blocked) is a warning.
  */
 import { Connection } from 'rabbitmq-client';
-import type { AdapterLogger } from '../shared/adapter-logger.js';
-import { withTimeout } from '../shared/timeout.js';
+import type { AdapterLogger } from '../common/adapter-logger.js';
+import { withTimeout } from '../common/timeout.js';
 
 /** RabbitMQ's own default frame_max (the library asks for 8 KiB): a message's headers must fit one frame. */
 const AMQP_FRAME_MAX = 131_072;

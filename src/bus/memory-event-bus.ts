@@ -18,7 +18,7 @@
  *   user stops being routed to this bus, and a new `addInterest` during the linger cancels that.
  */
 import type { BusEnvelope, BusHandler, EventBus, PublishBatchOptions } from '../chat/ports.js';
-import { silentLogger, type AdapterLogger } from '../shared/adapter-logger.js';
+import { silentLogger, type AdapterLogger } from '../common/adapter-logger.js';
 import { normaliseUserEmail } from './user-routing-key.js';
 
 /** What a broker needs from a bus that joined it. */

@@ -10,7 +10,7 @@ import { Connection } from 'rabbitmq-client';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { infra, uniqueName } from '../../test/support/infra.js';
 import type { BusEnvelope } from '../chat/ports.js';
-import type { AdapterLogger } from '../shared/adapter-logger.js';
+import type { AdapterLogger } from '../common/adapter-logger.js';
 import { RabbitMqEventBus, type RabbitMqEventBusOptions } from './rabbitmq-event-bus.js';
 
 const rabbitmqUrl = infra.rabbitmqUrl ?? '';

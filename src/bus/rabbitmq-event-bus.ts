@@ -51,8 +51,8 @@ import type { BusEnvelope, BusHandler, EventBus, PublishBatchOptions } from '../
 import { asBusEnvelope } from '../chat/bus-envelope.js';
 import { closeAmqpConnection, openAmqpConnection, type AmqpConnectionOptions } from '../amqp/amqp-connection.js';
 import { decodeJsonBody } from '../amqp/json-body.js';
-import { silentLogger, type AdapterLogger } from '../shared/adapter-logger.js';
-import { withTimeout } from '../shared/timeout.js';
+import { silentLogger, type AdapterLogger } from '../common/adapter-logger.js';
+import { withTimeout } from '../common/timeout.js';
 import { traceCarrier } from '../observability/tracing.js';
 import { normaliseUserEmail, userRoutingKey } from './user-routing-key.js';
 

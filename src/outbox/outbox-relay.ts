@@ -42,8 +42,8 @@
 import type { Logger } from 'pino';
 import { asBusEnvelope } from '../chat/bus-envelope.js';
 import { traceBatch } from '../observability/tracing.js';
-import { backoffMs } from '../shared/backoff.js';
-import { withTimeout } from '../shared/timeout.js';
+import { backoffMs } from '../common/backoff.js';
+import { withTimeout } from '../common/timeout.js';
 import {
   systemClock,
   type BusEnvelope,

@@ -10,7 +10,7 @@
  *   (`OutboxStore.markFailed`), against the row's stored count.
  */
 
-import { backoffMs } from '../shared/backoff.js';
+import { backoffMs } from '../common/backoff.js';
 
 /** Delay before attempt n+1 after the n-th failure (n ≥ 1), in ms. */
 export type Backoff = (failures: number) => number;

@@ -14,8 +14,8 @@
  * moves on. Must never happen: a send dropped without being stored, refused or made dead.
  */
 import type { QueuedSend, SendQueue, SendQueueHandlers } from '../chat/ports.js';
-import { silentLogger, type AdapterLogger } from '../shared/adapter-logger.js';
-import { backoffMs, type Backoff } from '../shared/backoff.js';
+import { silentLogger, type AdapterLogger } from '../common/adapter-logger.js';
+import { backoffMs, type Backoff } from '../common/backoff.js';
 import { isOutage, RetryPauses, type SendQueueRetryOptions } from './send-queue-retry.js';
 
 export interface MemorySendQueueOptions extends Partial<SendQueueRetryOptions> {

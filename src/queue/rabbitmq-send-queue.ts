@@ -47,9 +47,9 @@ import { ChatError } from '../chat/chat-errors.js';
 import type { QueuedSend, SendQueue, SendQueueHandlers } from '../chat/ports.js';
 import { closeAmqpConnection, openAmqpConnection, type AmqpConnectionOptions } from '../amqp/amqp-connection.js';
 import { decodeJsonBody } from '../amqp/json-body.js';
-import { silentLogger, type AdapterLogger } from '../shared/adapter-logger.js';
-import { backoffMs, type Backoff } from '../shared/backoff.js';
-import { withTimeout } from '../shared/timeout.js';
+import { silentLogger, type AdapterLogger } from '../common/adapter-logger.js';
+import { backoffMs, type Backoff } from '../common/backoff.js';
+import { withTimeout } from '../common/timeout.js';
 import { isOutage, RetryPauses } from './send-queue-retry.js';
 
 export interface RabbitMqSendQueueOptions extends Pick<AmqpConnectionOptions, 'url' | 'heartbeatSec' | 'connectionTimeoutMs'> {

@@ -5,10 +5,9 @@
  * drains: its clients are told SERVER_SHUTDOWN, reconnect through nginx to the others and recover in
  * order, and no acknowledged message is lost (the ledger is printed).
  */
-import net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { nginxMissing, startNginx, type RunningNginx } from '../../tools/local-nginx.js';
+import { freePort, nginxMissing, startNginx, type RunningNginx } from '../../tools/local-nginx.js';
 import { createTestDatabase, infra, type TestDatabase } from '../support/infra.js';
 import { connectStomp, type TestStompClient } from '../support/stomp-client.js';
 import { type ClusterShared, deleteQueues, type InstanceProcess, instanceQueueOf, newUser, openSession, sharedCluster, startInstanceProcess } from './support/cluster.js';
@@ -17,15 +16,6 @@ import { expectHandedOutOnceInOrder, LedgerLoad, type Pair } from './support/loa
 const missing = nginxMissing();
 if (missing) console.warn(`\n*** SKIPPING the nginx cluster tests: ${missing} ***\n`);
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-    server.once('error', reject);
-  });
-}
 
 describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl || !!missing)('three instances behind nginx', () => {
   let database: TestDatabase;

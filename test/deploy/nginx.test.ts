@@ -8,28 +8,19 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
+import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { type WebSocket, WebSocketServer } from 'ws';
 import WebSocketClient from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { missingTool } from './deploy-support.js';
-import { CHAT_CONF, writeNginxConfig } from '../../tools/local-nginx.js';
+import { CHAT_CONF, freePort, writeNginxConfig } from '../../tools/local-nginx.js';
 
 const nginxMissing = missingTool('nginx', ['-v'], 'apt-get install -y nginx; .ci/run does it');
 if (nginxMissing) console.warn(`\n*** SKIPPING the nginx config tests: ${nginxMissing} ***\n`);
 
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-    server.once('error', reject);
-  });
-}
 
 /** A stand-in instance: answers with its name, the X-Forwarded-For it got, and streams on /stream. */
 function upstream(name: string): Promise<{ server: http.Server; port: number }> {

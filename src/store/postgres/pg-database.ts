@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { isConnectionFailure, type Queryable, type SqlDatabase } from './sql-database.js';
-import { withTimeout } from '../../shared/timeout.js';
+import { withTimeout } from '../../common/timeout.js';
 
 export interface PgDatabaseOptions {
   url: string;
