@@ -215,9 +215,13 @@ export function describeMessageStoreContract(name: string, open: () => Promise<M
 
     it('writes one outbox row per message, addressed to the session topic and listing its destinations', async () => {
       const session = await newSession();
+      await append(session);
       const { message } = await append(session);
       const rows = (await fx.outbox()).filter((r) => r.payload.event.type === 'message' && r.payload.event.message.messageId === message.id);
       expect(rows).toHaveLength(1);
+      // The event is built before the seq is known; the stored one carries the message's seq.
+      expect(message.seq).toBe(2);
+      expect(rows[0]!.payload.event.type === 'message' && rows[0]!.payload.event.message.seq).toBe(2);
       expect(rows[0]!.destination).toBe(sessionTopic(session.id));
       expect(rows[0]!.payload.recipients).toEqual([session.a.email, session.b.email]);
       expect(rows[0]!.payload.event.destinations).toContainEqual({ user: session.b.email, queue: 'messages' });

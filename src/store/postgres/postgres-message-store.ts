@@ -38,7 +38,6 @@ interface QueuedRow {
   lease: string;
 }
 
-class ConcurrentDuplicate extends Error {}
 
 interface SessionRow {
   id: string;
@@ -66,6 +65,13 @@ interface MessageRow {
 }
 
 const MESSAGE_COLUMNS = 'id, session_id, seq, sender_profile_id, content, client_msg_id, sent_at, delivered, seen';
+const MESSAGE_COLUMNS_OF = (alias: string): string =>
+  MESSAGE_COLUMNS.split(', ')
+    .map((c) => `${alias}.${c}`)
+    .join(', ');
+
+/** A message row as json_agg returns it: timestamps as text. */
+type MessageJsonRow = Omit<MessageRow, 'sent_at'> & { sent_at: string };
 
 export class PostgresMessageStore implements MessageStore {
   private readonly appends: GroupCommitter<AppendMessage, AppendResult>;
@@ -269,11 +275,11 @@ export class PostgresMessageStore implements MessageStore {
   private async commitBatch(items: readonly AppendMessage[]): Promise<ReadonlyArray<BatchOutcome<AppendResult>>> {
     for (let attempt = 1; ; attempt++) {
       try {
-        const { outcomes, queued, envelopes } = await this.db.transaction((tx) => appendInTransaction(tx, items, this.origin, this.leaseOutboxMs));
+        const { outcomes, queued, envelopes } = await appendInOneStatement(this.db, items, this.origin, this.leaseOutboxMs);
         if (queued.length > 0) this.announceOutbox(this.writtenOf(queued, (row) => envelopes.get(row.key ?? '')));
         return outcomes;
       } catch (err) {
-        if (err instanceof ConcurrentDuplicate && attempt < 5) continue;
+        if (isConcurrentDuplicate(err) && attempt < 5) continue;
         throw mapStoreError(err);
       }
     }
@@ -301,140 +307,6 @@ export class PostgresMessageStore implements MessageStore {
   }
 }
 
-async function appendInTransaction(
-  tx: Queryable,
-  items: readonly AppendMessage[],
-  origin: string,
-  leaseMs: number | null,
-): Promise<{ outcomes: Array<BatchOutcome<AppendResult>>; queued: QueuedRow[]; envelopes: Map<string, BusEnvelope> }> {
-  const outcomes: Array<BatchOutcome<AppendResult> | undefined> = new Array(items.length);
-  const key = (m: { senderProfileId: string; clientMessageId: string }): string => `${m.senderProfileId}|${m.clientMessageId}`;
-
-  // One round trip for both: the stored messages of repeated keys, and the batch's sessions locked
-  // in id order (so concurrent batches on any instance serialise per session and never deadlock).
-  const sessionIds = [...new Set(items.map((i) => i.sessionId))].sort();
-  const lookup = await tx.query<MessageRow & { kind: 'message' | 'session' }>(
-    `WITH locked AS MATERIALIZED (
-       SELECT id, last_seq FROM chat_sessions WHERE id = ANY($3::uuid[]) ORDER BY id FOR UPDATE
-     )
-     SELECT 'message' AS kind, ${MESSAGE_COLUMNS} FROM chat_messages
-      WHERE (sender_profile_id, client_msg_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))
-     UNION ALL
-     SELECT 'session', id, NULL, last_seq, NULL, NULL, NULL, NULL, NULL, NULL FROM locked`,
-    [items.map((i) => i.senderProfileId), items.map((i) => i.clientMessageId), sessionIds],
-  );
-  const existing = new Map(lookup.filter((r) => r.kind === 'message').map((r) => [`${r.sender_profile_id}|${r.client_msg_id}`, toMessage(r)]));
-  const lastSeq = new Map(lookup.filter((r) => r.kind === 'session').map((r) => [r.id, Number(r.seq)]));
-
-  // Items whose key repeats inside this batch resolve like a repeat of the first one.
-  const firstIndexByKey = new Map<string, number>();
-  const repeats: Array<[number, number]> = [];
-  const fresh: number[] = [];
-  items.forEach((item, i) => {
-    const k = key(item);
-    const stored = existing.get(k);
-    if (stored) outcomes[i] = repeatOutcome(stored, item);
-    else if (firstIndexByKey.has(k)) repeats.push([i, firstIndexByKey.get(k)!]);
-    else {
-      firstIndexByKey.set(k, i);
-      fresh.push(i);
-    }
-  });
-
-  const records: MessageRecord[] = [];
-  const envelopes: BusEnvelope[] = [];
-  let queued: QueuedRow[] = [];
-  if (fresh.length > 0) {
-    const lastAt = new Map<string, Date>();
-    for (const i of fresh) {
-      const item = items[i]!;
-      const seq = lastSeq.get(item.sessionId);
-      if (seq === undefined) {
-        outcomes[i] = { ok: false, error: new ChatError('SESSION_NOT_FOUND', `session ${item.sessionId} does not exist`) };
-        continue;
-      }
-      lastSeq.set(item.sessionId, seq + 1);
-      lastAt.set(item.sessionId, item.sentAt);
-      const message: MessageRecord = {
-        id: randomUUID(),
-        sessionId: item.sessionId,
-        seq: seq + 1,
-        senderProfileId: item.senderProfileId,
-        content: item.content,
-        clientMessageId: item.clientMessageId,
-        sentAt: item.sentAt,
-        delivered: false,
-        seen: false,
-      };
-      records.push(message);
-      envelopes.push(item.toEvent(message));
-      outcomes[i] = { ok: true, value: { message, created: true } };
-    }
-
-    if (records.length > 0) {
-      const touched = [...lastAt.keys()];
-      // One statement writes the messages, advances the sessions, adds the outbox rows and
-      // announces them (NOTIFY is delivered at commit): round trips, not rows, bound the latency.
-      const [written] = await tx.query<{ inserted: string | number; queued: QueuedRow[] | null }>(
-        `WITH inserted AS (
-           INSERT INTO chat_messages (id, session_id, seq, sender_profile_id, content, client_msg_id, sent_at)
-           SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::uuid[], $5::text[], $6::uuid[], $7::timestamptz[])
-           ON CONFLICT (sender_profile_id, client_msg_id) DO NOTHING
-           RETURNING 1
-         ), advanced AS (
-           UPDATE chat_sessions s SET last_seq = v.last_seq, last_message_at = v.at
-             FROM unnest($8::uuid[], $9::bigint[], $10::timestamptz[]) AS v(id, last_seq, at)
-            WHERE s.id = v.id
-           RETURNING 1
-         ), queued AS (
-           INSERT INTO chat_message_outbox (destination, payload, next_retry_at)
-           SELECT d, p, now() + coalesce($14::double precision, 0) * interval '1 millisecond' FROM unnest($11::text[], $12::jsonb[]) AS t(d, p)
-           RETURNING ${QUEUED_COLUMNS}
-         )
-         SELECT (SELECT count(*) FROM inserted) AS inserted, ${NOTIFY_UNLESS_LEASED('$13', '$14')},
-                (SELECT json_agg(queued) FROM queued) AS queued`,
-        [
-          records.map((r) => r.id),
-          records.map((r) => r.sessionId),
-          records.map((r) => r.seq),
-          records.map((r) => r.senderProfileId),
-          records.map((r) => r.content),
-          records.map((r) => r.clientMessageId),
-          records.map((r) => r.sentAt.toISOString()),
-          touched,
-          touched.map((id) => lastSeq.get(id)),
-          touched.map((id) => lastAt.get(id)!.toISOString()),
-          records.map((r) => sessionTopic(r.sessionId)),
-          envelopes.map((e) => JSON.stringify(e)),
-          origin,
-          leaseMs,
-        ],
-      );
-      queued = written?.queued ?? [];
-      // Another transaction committed one of our keys after we looked: start over (the rollback
-      // undoes this statement) so that its row is found as a repeat and our seqs stay gapless.
-      if (Number(written?.inserted) !== records.length) throw new ConcurrentDuplicate();
-    }
-  }
-
-  for (const [i, first] of repeats) {
-    const firstOutcome = outcomes[first]!;
-    outcomes[i] = firstOutcome.ok ? repeatOutcome(firstOutcome.value.message, items[i]!) : firstOutcome;
-  }
-  const byMessage = new Map(envelopes.map((e) => [e.event.type === 'message' ? e.event.message.messageId : '', e]));
-  return { outcomes: outcomes as Array<BatchOutcome<AppendResult>>, queued, envelopes: byMessage };
-}
-
-function repeatOutcome(stored: MessageRecord, item: AppendMessage): BatchOutcome<AppendResult> {
-  if (stored.sessionId !== item.sessionId || stored.content !== item.content) {
-    return {
-      ok: false,
-      error: new ChatError('IDEMPOTENCY_KEY_REUSED', 'clientMessageId was already used for a different message', { clientMessageId: item.clientMessageId }),
-    };
-  }
-  return { ok: true, value: { message: stored, created: false } };
-}
-
 /**
  * The outbox row as the store tells the relay about it; `key` finds its envelope (the message id).
  * `lease` is its next_retry_at in epoch microseconds, the same for every row of the commit (now()
@@ -452,6 +324,143 @@ const QUEUED_COLUMNS = `id::text AS id, payload->'event'->'message'->>'messageId
  */
 const NOTIFY_UNLESS_LEASED = (origin: string, leaseMs: string): string =>
   `(SELECT pg_notify('${OUTBOX_CHANNEL}', ${origin}) WHERE ${leaseMs}::double precision IS NULL) AS notified`;
+
+/**
+ * The SQL of a group commit: one statement, run on its own (autocommit), so a commit costs one
+ * round trip instead of four (BEGIN, lock and look up, write, COMMIT). In order, it locks the
+ * batch's sessions in id order (concurrent batches on any instance serialise per session and never
+ * deadlock; FOR UPDATE returns each session's newest last_seq, also after waiting), finds the items
+ * whose idempotency key is stored already, numbers the others from last_seq in batch order, inserts
+ * them, advances the sessions, and writes one outbox row per message with the seq set in its
+ * payload (the payload is built before the seq is known). Items of an unknown session are left out.
+ * A key committed by another transaction after this statement's snapshot makes the insert fail on
+ * the key's unique constraint, and the statement writes nothing: the caller runs it again, and the
+ * key is then found as a repeat. So seq stays gapless and a repeat never writes a second row.
+ */
+const APPEND_BATCH_SQL = `
+WITH item AS (
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::timestamptz[], $7::text[], $8::jsonb[])
+    WITH ORDINALITY AS t(id, session_id, sender_profile_id, content, client_msg_id, sent_at, destination, payload, n)
+), locked AS MATERIALIZED (
+  SELECT id, last_seq FROM chat_sessions WHERE id IN (SELECT session_id FROM item) ORDER BY id FOR UPDATE
+), existing AS MATERIALIZED (
+  SELECT ${MESSAGE_COLUMNS_OF('m')} FROM chat_messages m
+   WHERE (m.sender_profile_id, m.client_msg_id) IN (SELECT sender_profile_id, client_msg_id FROM item)
+), fresh AS MATERIALIZED (
+  SELECT i.*, l.last_seq + row_number() OVER (PARTITION BY i.session_id ORDER BY i.n) AS seq
+    FROM item i JOIN locked l ON l.id = i.session_id
+   WHERE NOT EXISTS (SELECT 1 FROM existing e WHERE e.sender_profile_id = i.sender_profile_id AND e.client_msg_id = i.client_msg_id)
+), inserted AS (
+  INSERT INTO chat_messages (id, session_id, seq, sender_profile_id, content, client_msg_id, sent_at)
+  SELECT id, session_id, seq, sender_profile_id, content, client_msg_id, sent_at FROM fresh
+), advanced AS (
+  UPDATE chat_sessions s SET last_seq = f.seq, last_message_at = f.sent_at
+    FROM (SELECT DISTINCT ON (session_id) session_id, seq, sent_at FROM fresh ORDER BY session_id, seq DESC) f
+   WHERE s.id = f.session_id
+), queued AS (
+  INSERT INTO chat_message_outbox (destination, payload, next_retry_at)
+  SELECT destination, jsonb_set(payload, '{event,message,seq}', to_jsonb(seq)),
+         now() + coalesce($10::double precision, 0) * interval '1 millisecond'
+    FROM fresh ORDER BY n
+  RETURNING ${QUEUED_COLUMNS}
+)
+SELECT (SELECT json_agg(json_build_array(id, seq)) FROM fresh) AS created,
+       (SELECT json_agg(existing) FROM existing) AS existing,
+       (SELECT json_agg(queued) FROM queued) AS queued,
+       ${NOTIFY_UNLESS_LEASED('$9', '$10')}`;
+
+async function appendInOneStatement(
+  db: Queryable,
+  items: readonly AppendMessage[],
+  origin: string,
+  leaseMs: number | null,
+): Promise<{ outcomes: Array<BatchOutcome<AppendResult>>; queued: QueuedRow[]; envelopes: Map<string, BusEnvelope> }> {
+  const outcomes: Array<BatchOutcome<AppendResult> | undefined> = new Array(items.length);
+  const key = (m: { senderProfileId: string; clientMessageId: string }): string => `${m.senderProfileId}|${m.clientMessageId}`;
+
+  // Items whose key repeats inside this batch resolve like the first one; only firsts are sent.
+  const firstIndexByKey = new Map<string, number>();
+  const repeats: Array<[number, number]> = [];
+  const firsts: number[] = [];
+  items.forEach((item, i) => {
+    const k = key(item);
+    const first = firstIndexByKey.get(k);
+    if (first !== undefined) repeats.push([i, first]);
+    else {
+      firstIndexByKey.set(k, i);
+      firsts.push(i);
+    }
+  });
+
+  // Each event is built once, before its seq is known; the statement writes the seq into the stored
+  // payload and the returned seq is set on the record and the event handed to the local relay.
+  const candidates = firsts.map((i) => {
+    const item = items[i]!;
+    const message: MessageRecord = {
+      id: randomUUID(),
+      sessionId: item.sessionId,
+      seq: 0,
+      senderProfileId: item.senderProfileId,
+      content: item.content,
+      clientMessageId: item.clientMessageId,
+      sentAt: item.sentAt,
+      delivered: false,
+      seen: false,
+    };
+    return { index: i, message, envelope: item.toEvent(message) };
+  });
+
+  const [row] = await db.query<{ created: Array<[string, number]> | null; existing: MessageJsonRow[] | null; queued: QueuedRow[] | null }>(APPEND_BATCH_SQL, [
+    candidates.map((c) => c.message.id),
+    candidates.map((c) => c.message.sessionId),
+    candidates.map((c) => c.message.senderProfileId),
+    candidates.map((c) => c.message.content),
+    candidates.map((c) => c.message.clientMessageId),
+    candidates.map((c) => c.message.sentAt.toISOString()),
+    candidates.map((c) => sessionTopic(c.message.sessionId)),
+    candidates.map((c) => JSON.stringify(c.envelope)),
+    origin,
+    leaseMs,
+  ]);
+
+  const createdSeq = new Map((row?.created ?? []).map(([id, seq]) => [id, Number(seq)]));
+  const existing = new Map((row?.existing ?? []).map((r) => [`${r.sender_profile_id}|${r.client_msg_id}`, toMessage({ ...r, sent_at: new Date(r.sent_at) })]));
+  const envelopes = new Map<string, BusEnvelope>();
+  for (const { index, message, envelope } of candidates) {
+    const item = items[index]!;
+    const stored = existing.get(key(item));
+    const seq = createdSeq.get(message.id);
+    if (stored) outcomes[index] = repeatOutcome(stored, item);
+    else if (seq === undefined) outcomes[index] = { ok: false, error: new ChatError('SESSION_NOT_FOUND', `session ${item.sessionId} does not exist`) };
+    else {
+      const created: MessageRecord = { ...message, seq };
+      if (envelope.event.type === 'message') envelope.event.message.seq = seq;
+      envelopes.set(message.id, envelope);
+      outcomes[index] = { ok: true, value: { message: created, created: true } };
+    }
+  }
+  for (const [i, first] of repeats) {
+    const firstOutcome = outcomes[first]!;
+    outcomes[i] = firstOutcome.ok ? repeatOutcome(firstOutcome.value.message, items[i]!) : firstOutcome;
+  }
+  return { outcomes: outcomes as Array<BatchOutcome<AppendResult>>, queued: row?.queued ?? [], envelopes };
+}
+
+/** A unique violation on the idempotency key: another transaction stored the key after we looked. */
+function isConcurrentDuplicate(err: unknown): boolean {
+  const e = err as { code?: unknown; constraint?: unknown } | undefined;
+  return e?.code === '23505' && e.constraint === 'chat_messages_sender_client_msg_uk';
+}
+
+function repeatOutcome(stored: MessageRecord, item: AppendMessage): BatchOutcome<AppendResult> {
+  if (stored.sessionId !== item.sessionId || stored.content !== item.content) {
+    return {
+      ok: false,
+      error: new ChatError('IDEMPOTENCY_KEY_REUSED', 'clientMessageId was already used for a different message', { clientMessageId: item.clientMessageId }),
+    };
+  }
+  return { ok: true, value: { message: stored, created: false } };
+}
 
 async function insertOutbox(tx: Queryable, destination: string, envelope: BusEnvelope, origin: string, leaseMs: number | null): Promise<QueuedRow> {
   const [row] = await tx.query<QueuedRow>(
