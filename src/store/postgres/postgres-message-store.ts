@@ -1,11 +1,12 @@
 /**
  * MessageStore on PostgreSQL (server or PGlite). All SQL is literal and lives here.
  *
- * Appends are group-committed (see group-committer.ts). Within a batch transaction the sessions are
- * locked in id order (FOR UPDATE, so concurrent batches on any instance serialise per session and
- * never deadlock), seqs are assigned from last_seq, and messages plus one outbox row per event are
- * inserted with unnest. A concurrent insert of the same idempotency key by another transaction makes
- * the batch roll back and retry, so seq stays gapless and a repeat never writes a second row.
+ * Appends are group-committed (see group-committer.ts), and a batch is one statement run on its own
+ * (APPEND_BATCH_SQL): the sessions are locked in id order (FOR UPDATE, so concurrent batches on any
+ * instance serialise per session and never deadlock), seqs are assigned from last_seq, and messages
+ * plus one outbox row per event are inserted with unnest. A concurrent insert of the same
+ * idempotency key by another transaction makes the statement fail and run again, so seq stays
+ * gapless and a repeat never writes a second row.
  */
 import { randomUUID } from 'node:crypto';
 import { ChatError } from '../../chat/chat-errors.js';
