@@ -375,6 +375,8 @@ export interface WebhookFailure {
  * - `markFailed(failures, maxAttempts)` records each failure only while the lease it names still
  *   holds: attempts + 1, due again after `delayMs`, the error kept, dead once attempts reach
  *   `maxAttempts`. Returns the rows it updated with their attempts and whether they died.
+ * - `release(rows)` makes each row due now, without counting an attempt, while the lease it names
+ *   still holds (a dispatcher stopping with requests unanswered hands them on at once).
  * - `counts()`: pending and dead rows. `prune(olderThanMs, limit)` deletes up to `limit` rows
  *   delivered more than `olderThanMs` ago; pending and dead rows stay.
  * Empty arrays are accepted everywhere and touch nothing.
@@ -383,6 +385,7 @@ export interface WebhookStore {
   claim(limit: number, leaseMs: number): Promise<LeasedWebhookRow[]>;
   markDelivered(ids: readonly string[]): Promise<void>;
   markFailed(failures: readonly WebhookFailure[], maxAttempts: number): Promise<Array<{ id: string; attempts: number; dead: boolean }>>;
+  release(rows: ReadonlyArray<{ id: string; lease: string }>): Promise<void>;
   counts(): Promise<{ pending: number; dead: number }>;
   prune(olderThanMs: number, limit: number): Promise<number>;
 }

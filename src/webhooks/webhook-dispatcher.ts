@@ -3,8 +3,9 @@
  * capped exponential backoff, and dead (kept, counted, logged) after the last attempt.
  *
  * Lifecycle: `start` begins one loop; `wake` (called after local commits) makes it look at once
- * instead of at the next poll; `stop` ends the loop and waits for the requests in flight, each
- * bounded by its timeout. Several instances each run one; the store's claims share the work.
+ * instead of at the next poll; `stop` ends the loop, aborts the requests in flight and releases
+ * their rows (due at once for any instance, no attempt counted). Several instances each run one;
+ * the store's claims share the work.
  *
  * Invariants: at most `concurrency` rows held (requests in flight, bodies in memory) whatever the
  * backlog or the receiver's state; a session's rows are claimed one at a time by the store, so this
@@ -59,7 +60,7 @@ export interface WebhookDispatcherDeps {
   readonly options: WebhookDispatcherOptions;
 }
 
-type Outcome = { ok: true } | { ok: false; error: string };
+type Outcome = { ok: true } | { ok: false; error: string } | { ok: false; stopped: true };
 
 const PRUNE_EVERY_MS = 60_000;
 const PRUNE_LIMIT = 1_000;
@@ -71,6 +72,8 @@ export class WebhookDispatcher {
   private woken = false;
   private wakeWaiter: (() => void) | undefined;
   private lastPruneAt = 0;
+  /** Aborts the requests in flight when stopping: their rows are released, not failed. */
+  private readonly stopping = new AbortController();
   /** Longer than any request can take, so a live dispatcher's row is never claimed by another. */
   private readonly leaseMs: number;
 
@@ -95,6 +98,7 @@ export class WebhookDispatcher {
   async stop(): Promise<void> {
     if (!this.running) return;
     this.running = false;
+    this.stopping.abort();
     this.wake();
     await this.loop;
   }
@@ -161,6 +165,10 @@ export class WebhookDispatcher {
     const { store, metrics, logger, options } = this.deps;
     const outcome = await this.attempt(row);
     try {
+      if ('stopped' in outcome) {
+        await store.release([{ id: row.id, lease: row.lease }]);
+        return;
+      }
       if (outcome.ok) {
         await store.markDelivered([row.id]);
         metrics.webhookDeliveries.inc({ outcome: 'delivered' });
@@ -200,7 +208,7 @@ export class WebhookDispatcher {
         headers: signedHeaders(options.secret, row.eventId, row.type, timestamp, body),
         body,
         redirect: 'manual',
-        signal: AbortSignal.timeout(options.timeoutMs),
+        signal: AbortSignal.any([AbortSignal.timeout(options.timeoutMs), this.stopping.signal]),
       });
       // Never read: what a receiver answers is not ours to hold in memory.
       await response.body?.cancel().catch(() => undefined);
@@ -208,6 +216,7 @@ export class WebhookDispatcher {
       return { ok: false, error: `HTTP ${response.status}` };
     } catch (err) {
       const e = err as Error & { cause?: { code?: string } };
+      if (this.stopping.signal.aborted) return { ok: false, stopped: true };
       if (e.name === 'TimeoutError') return { ok: false, error: `no response within ${options.timeoutMs} ms` };
       return { ok: false, error: e.cause?.code ? `${e.message} (${e.cause.code})` : e.message };
     }

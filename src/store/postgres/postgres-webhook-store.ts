@@ -57,6 +57,13 @@ UPDATE chat_webhook_outbox AS w
  WHERE w.id = f.id AND w.delivered_at IS NULL AND NOT w.dead AND w.lease = f.lease
 RETURNING w.id::text AS id, w.attempts, w.dead`;
 
+/** Due now for any dispatcher, attempts unchanged; only while our lease holds. */
+const RELEASE_SQL = `
+UPDATE chat_webhook_outbox AS w
+   SET next_attempt_at = now(), lease = NULL
+  FROM unnest($1::bigint[], $2::uuid[]) AS r(id, lease)
+ WHERE w.id = r.id AND w.delivered_at IS NULL AND NOT w.dead AND w.lease = r.lease`;
+
 const COUNTS_SQL = `
 SELECT (SELECT count(*) FROM chat_webhook_outbox WHERE delivered_at IS NULL AND NOT dead) AS pending,
        (SELECT count(*) FROM chat_webhook_outbox WHERE dead) AS dead`;
@@ -122,6 +129,11 @@ export class PostgresWebhookStore implements WebhookStore {
       maxAttempts,
     ]);
     return rows.map((r) => ({ id: r.id, attempts: Number(r.attempts), dead: r.dead }));
+  }
+
+  async release(rows: ReadonlyArray<{ id: string; lease: string }>): Promise<void> {
+    if (rows.length === 0) return;
+    await this.db.query(RELEASE_SQL, [rows.map((r) => r.id), rows.map((r) => r.lease)]);
   }
 
   async counts(): Promise<{ pending: number; dead: number }> {

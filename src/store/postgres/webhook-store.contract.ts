@@ -242,8 +242,23 @@ export function describeWebhookStoreContract(name: string, open: () => Promise<W
         expect((await byTag()).get('y')).toMatchObject({ delivered: true, dead: false, attempts: 0 });
       });
 
+      it('release makes a leased row due now without counting an attempt, only under its lease', async () => {
+        const [s] = sessions(1);
+        await fx.write([{ session: s!, tag: 'held' }, { session: s!, tag: 'behind' }]);
+        const [row] = await fx.store.claim(10, LEASE_MS);
+        await fx.store.release([{ id: row!.id, lease: '00000000-0000-4000-8000-000000000000' }]);
+        expect(await fx.peer.claim(10, LEASE_MS), 'a lease that is not the row\'s releases nothing').toEqual([]);
+        await fx.store.release([{ id: row!.id, lease: row!.lease }]);
+        const [again] = await fx.peer.claim(10, LEASE_MS);
+        expect(again && tags([again])).toEqual(['held']);
+        expect(again!.attempts).toBe(0);
+        expect(again!.eventId).toBe(row!.eventId);
+        expect(await fx.store.markFailed([{ id: row!.id, lease: row!.lease, delayMs: 0, error: 'old lease' }], 1), 'the old lease is gone').toEqual([]);
+      });
+
       it('accepts empty arrays and touches nothing', async () => {
         await fx.write([{ session: sessions(1)[0]!, tag: 'z' }]);
+        await fx.store.release([]);
         await fx.store.markDelivered([]);
         expect(await fx.store.markFailed([], 3)).toEqual([]);
         expect(await fx.store.claim(0, LEASE_MS)).toEqual([]);
