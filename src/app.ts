@@ -358,6 +358,8 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
         profiles: config.profiles.kind,
         auth: config.auth.kind,
         instanceId: config.instanceId,
+        // Whether only: the URL may carry credentials, and the secret is never logged.
+        webhooks: config.webhooks ? 'on' : 'off',
         ...(managementUrl ? { managementUrl } : {}),
       },
       'chat-service started',
