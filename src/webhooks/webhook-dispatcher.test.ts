@@ -13,7 +13,7 @@ import { PgliteDatabase } from '../store/postgres/pglite-database.js';
 import { PostgresMessageStore } from '../store/postgres/postgres-message-store.js';
 import { PostgresWebhookStore } from '../store/postgres/postgres-webhook-store.js';
 import { startWebhookReceiver, type WebhookReceiver } from '../../tools/webhook-receiver/receiver.js';
-import { DEFAULT_WEBHOOK_TUNING, WebhookDispatcher, type WebhookDispatcherOptions } from './webhook-dispatcher.js';
+import { DEFAULT_WEBHOOK_TUNING, WebhookDispatcher, type WebhookDispatcherOptions, withoutCredentials } from './webhook-dispatcher.js';
 
 const SECRET = 'dispatcher-test-secret';
 let db: PgliteDatabase;
@@ -116,4 +116,12 @@ it('a refused connection is a failed attempt, retried with backoff', async () =>
   await expect.poll(async () => (await rows())[0]?.attempts, { timeout: 5_000 }).toBe(1);
   const [row] = await rows();
   expect(row!.due_in_ms).toBeGreaterThan(50_000);
+});
+
+it('sends the credentials of a URL like https://user:pass@host as basic auth (fetch refuses them in the URL)', () => {
+  expect(withoutCredentials('https://push.example.com/hook')).toEqual({ url: 'https://push.example.com/hook', authorization: undefined });
+  expect(withoutCredentials('https://gw%40corp:p%3Ass@push.example.com/hook?x=1')).toEqual({
+    url: 'https://push.example.com/hook?x=1',
+    authorization: `Basic ${Buffer.from('gw@corp:p:ss').toString('base64')}`,
+  });
 });

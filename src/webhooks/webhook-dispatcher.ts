@@ -76,9 +76,11 @@ export class WebhookDispatcher {
   private readonly stopping = new AbortController();
   /** Longer than any request can take, so a live dispatcher's row is never claimed by another. */
   private readonly leaseMs: number;
+  private readonly target: { url: string; authorization: string | undefined };
 
   constructor(private readonly deps: WebhookDispatcherDeps) {
     this.leaseMs = deps.options.timeoutMs * 2 + 10_000;
+    this.target = withoutCredentials(deps.options.url);
   }
 
   start(): void {
@@ -203,9 +205,11 @@ export class WebhookDispatcher {
     }
     const timestamp = Math.floor(Date.now() / 1000);
     try {
-      const response = await fetch(options.url, {
+      const headers = signedHeaders(options.secret, row.eventId, row.type, timestamp, body);
+      if (this.target.authorization) headers.authorization = this.target.authorization;
+      const response = await fetch(this.target.url, {
         method: 'POST',
-        headers: signedHeaders(options.secret, row.eventId, row.type, timestamp, body),
+        headers,
         body,
         redirect: 'manual',
         signal: AbortSignal.any([AbortSignal.timeout(options.timeoutMs), this.stopping.signal]),
@@ -229,4 +233,18 @@ export class WebhookDispatcher {
     const [online, unread] = await Promise.all([this.deps.recipientOnline(email), this.deps.unreadTotals(email)]);
     return { online, unread };
   }
+}
+
+/**
+ * fetch refuses a URL with credentials in it, and receivers behind basic auth are commonly
+ * configured that way (`https://user:pass@host/hook`): they go in an Authorization header instead.
+ */
+export function withoutCredentials(raw: string): { url: string; authorization: string | undefined } {
+  const url = new URL(raw);
+  if (!url.username && !url.password) return { url: raw, authorization: undefined };
+  const user = decodeURIComponent(url.username);
+  const password = decodeURIComponent(url.password);
+  url.username = '';
+  url.password = '';
+  return { url: url.toString(), authorization: `Basic ${Buffer.from(`${user}:${password}`, 'utf8').toString('base64')}` };
 }
