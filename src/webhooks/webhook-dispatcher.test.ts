@@ -39,11 +39,15 @@ async function receiver(options: { hang?: boolean } = {}): Promise<WebhookReceiv
   return r;
 }
 
-function dispatcher(url: string, options: Partial<WebhookDispatcherOptions> = {}): WebhookDispatcher {
+function dispatcher(
+  url: string,
+  options: Partial<WebhookDispatcherOptions> = {},
+  unreadTotals: (email: string) => Promise<{ total: number; sessions: number }> = (email) => messages.unreadTotals(email),
+): WebhookDispatcher {
   const d = new WebhookDispatcher({
     store: new PostgresWebhookStore(db),
     recipientOnline: async () => false,
-    unreadTotals: (email) => messages.unreadTotals(email),
+    unreadTotals,
     metrics: new Metrics({ defaultMetrics: false }),
     logger: silentLogger,
     options: { ...DEFAULT_WEBHOOK_TUNING, url, secret: SECRET, maxAttempts: 5, timeoutMs: 10_000, includeContent: true, pollIntervalMs: 50, ...options },
@@ -124,4 +128,21 @@ it('sends the credentials of a URL like https://user:pass@host as basic auth (fe
     url: 'https://push.example.com/hook?x=1',
     authorization: `Basic ${Buffer.from('gw@corp:p:ss').toString('base64')}`,
   });
+});
+
+it('a failed lookup of the recipient counts no attempt and sends nothing: the row waits for its lease', async () => {
+  const r = await receiver();
+  await messageInNewSession();
+  let asked = 0;
+  dispatcher(r.url, {}, async () => {
+    asked++;
+    throw new Error('statement timeout');
+  });
+  await expect.poll(() => asked, { timeout: 5_000 }).toBe(1);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  expect(asked).toBe(1);
+  expect(r.stats.requests).toBe(0);
+  const [row] = await rows();
+  expect(row).toMatchObject({ attempts: 0, delivered: false });
+  expect(row!.due_in_ms).toBeGreaterThan(10_000);
 });

@@ -60,7 +60,7 @@ export interface WebhookDispatcherDeps {
   readonly options: WebhookDispatcherOptions;
 }
 
-type Outcome = { ok: true } | { ok: false; error: string } | { ok: false; stopped: true };
+type Outcome = { ok: true } | { ok: false; error: string } | { ok: false; stopped: true } | { ok: false; deferred: unknown };
 
 const PRUNE_EVERY_MS = 60_000;
 const PRUNE_LIMIT = 1_000;
@@ -171,6 +171,11 @@ export class WebhookDispatcher {
         await store.release([{ id: row.id, lease: row.lease }]);
         return;
       }
+      if ('deferred' in outcome) {
+        // Our lookup failed, not the receiver: no attempt is counted, the row comes back when its lease ends.
+        logger.warn({ err: outcome.deferred, eventId: row.eventId }, 'looking up the recipient for a webhook failed; it is retried after its lease');
+        return;
+      }
       if (outcome.ok) {
         await store.markDelivered([row.id]);
         metrics.webhookDeliveries.inc({ outcome: 'delivered' });
@@ -196,9 +201,16 @@ export class WebhookDispatcher {
 
   private async attempt(row: LeasedWebhookRow): Promise<Outcome> {
     const { options } = this.deps;
+    let recipient: RecipientState | undefined;
+    try {
+      recipient = await this.recipientState(row);
+    } catch (err) {
+      if (err instanceof UnusableWebhookRow) return { ok: false, error: err.message };
+      return { ok: false, deferred: err };
+    }
     let body: string;
     try {
-      body = JSON.stringify(buildWebhookBody(row, options, await this.recipientState(row)));
+      body = JSON.stringify(buildWebhookBody(row, options, recipient));
     } catch (err) {
       const reason = err instanceof UnusableWebhookRow ? err.message : `building the body failed: ${(err as Error).message}`;
       return { ok: false, error: reason };
