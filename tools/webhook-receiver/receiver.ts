@@ -14,8 +14,8 @@
  * 4. Answer 2xx quickly and do slow work afterwards: an answer slower than the sender's timeout
  *    counts as a failure and the event comes again.
  *
- * For tests it can also misbehave on purpose: answer 503 to its first N requests, delay its answers,
- * or hang (never answer).
+ * For tests it can also misbehave on purpose: answer 503 to its first N requests or to every N-th,
+ * delay its answers, or hang (never answer).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -37,6 +37,8 @@ export interface WebhookReceiverOptions {
   toleranceSeconds?: number;
   /** Answer 503 to this many requests first (any request, before verifying), then behave. */
   failFirst?: number;
+  /** Answer 503 to every N-th request (a flaky receiver). */
+  failEvery?: number;
   /** Wait this long before answering each request. */
   delayMs?: number;
   /** Never answer (a dead receiver that holds connections open). */
@@ -55,14 +57,14 @@ export interface WebhookReceiver {
   readonly events: ReceivedEvent[];
   readonly stats: { requests: number; failedOnPurpose: number; rejected: number; duplicates: number };
   /** Changes the behaviour from now on (tests: recover after a failure, stop hanging). */
-  behave(options: Partial<Pick<WebhookReceiverOptions, 'failFirst' | 'delayMs' | 'hang'>>): void;
+  behave(options: Partial<Pick<WebhookReceiverOptions, 'failFirst' | 'failEvery' | 'delayMs' | 'hang'>>): void;
   close(): Promise<void>;
 }
 
 const MAX_BODY_BYTES = 1024 * 1024;
 
 export async function startWebhookReceiver(options: WebhookReceiverOptions): Promise<WebhookReceiver> {
-  const behaviour = { failFirst: options.failFirst ?? 0, delayMs: options.delayMs ?? 0, hang: options.hang ?? false };
+  const behaviour = { failFirst: options.failFirst ?? 0, failEvery: options.failEvery ?? 0, delayMs: options.delayMs ?? 0, hang: options.hang ?? false };
   const remembered = new Set<string>();
   const maxRemembered = options.maxRemembered ?? 100_000;
   const events: ReceivedEvent[] = [];
@@ -80,8 +82,9 @@ export async function startWebhookReceiver(options: WebhookReceiverOptions): Pro
     if (req.method !== 'POST') return answer(res, 405, { error: 'POST only' });
     const raw = await readBody(req);
     if (raw === undefined) return answer(res, 413, { error: 'body over 1 MiB' });
-    if (behaviour.failFirst > 0) {
-      behaviour.failFirst--;
+    const failEvery = behaviour.failEvery > 0 && stats.requests % behaviour.failEvery === 0;
+    if (behaviour.failFirst > 0 || failEvery) {
+      if (behaviour.failFirst > 0) behaviour.failFirst--;
       stats.failedOnPurpose++;
       return answer(res, 503, { error: 'failing on purpose' });
     }
