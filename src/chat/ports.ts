@@ -1,6 +1,7 @@
 /**
  * The ports of the chat core. Adapters (store/, bus/, queue/, profiles/) implement them; chat/ talks
- * to the world only through them, and so does the outbox relay (OutboxStore, EventBus). Each doc comment is the contract that the port's shared contract test
+ * to the world only through them, and so do the outbox relay (OutboxStore, EventBus) and the
+ * webhook dispatcher (WebhookStore). Each doc comment is the contract that the port's shared contract test
  * suite checks against every implementation.
  */
 import type { Caller } from './caller.js';
