@@ -4,7 +4,7 @@ import tseslint from 'typescript-eslint';
 /**
  * The dependency rule (docs/architecture.md, "The dependency rule"), by folder of src/:
  * - core: chat/ imports only chat/;
- * - adapters (store/, bus/, queue/, profiles/, outbox/) import chat/ and shared helpers, never
+ * - adapters (store/, bus/, queue/, profiles/, outbox/, webhooks/) import chat/ and shared helpers, never
  *   another adapter, a transport, config/ or the composition root;
  * - transports (http/, realtime/, and auth/, limits/ which serve them) never import adapters,
  *   config/ or the composition root;
@@ -13,7 +13,7 @@ import tseslint from 'typescript-eslint';
  * Tests (`*.test.ts`) wire whatever they exercise and are exempt.
  */
 const folders = {
-  adapters: ['store', 'bus', 'queue', 'profiles', 'outbox'],
+  adapters: ['store', 'bus', 'queue', 'profiles', 'outbox', 'webhooks'],
   transports: ['http', 'realtime', 'auth', 'limits'],
   shared: ['common', 'amqp', 'observability'],
 };

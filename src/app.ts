@@ -34,6 +34,8 @@ import { startTracing } from './observability/tracing.js';
 import { compileTrustProxy } from './realtime/client-address.js';
 import type { StompConnectionOptions } from './realtime/stomp/stomp-connection.js';
 import { DEFAULT_OUTBOX_RELAY_OPTIONS, OutboxRelay, type OutboxRelayOptions } from './outbox/outbox-relay.js';
+import { PostgresWebhookStore } from './store/postgres/postgres-webhook-store.js';
+import { DEFAULT_WEBHOOK_TUNING, WebhookDispatcher, type WebhookDispatcherOptions } from './webhooks/webhook-dispatcher.js';
 
 export interface App {
   readonly config: Config;
@@ -148,6 +150,8 @@ export interface AppOptions {
   sendQueue?: Partial<Omit<RabbitMqSendQueueOptions, 'url' | 'instanceId' | 'logger'>>;
   /** Outbox relay tuning for tests (lease, backoff, retries). */
   outbox?: Partial<OutboxRelayOptions>;
+  /** Webhook dispatcher tuning for tests (poll interval, how long delivered rows are kept). */
+  webhooks?: Partial<Pick<WebhookDispatcherOptions, 'pollIntervalMs' | 'keepDeliveredMs'>>;
   /**
    * Fault injection for tests: wraps what the relay publishes through, and what the send path
    * stores through, so a test can stop a process at an exact point (after a confirm, after a
@@ -190,7 +194,11 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     stack.push({ name: 'management', stop: async () => management?.close() });
     const outboxOptions = { ...DEFAULT_OUTBOX_RELAY_OPTIONS, ...options.outbox };
     // Rows are written leased to this instance's relay for as long as one of its claims would be.
-    const store = new PostgresMessageStore(db, config.instanceId, { leaseOutboxMs: outboxOptions.leaseMs });
+    // With webhooks configured, each commit also writes the webhook rows of its events (ADR 0015).
+    const store = new PostgresMessageStore(db, config.instanceId, {
+      leaseOutboxMs: outboxOptions.leaseMs,
+      webhookTypes: config.webhooks ? new Set(config.webhooks.events) : undefined,
+    });
     // Scrapes count through the main pool; the relay's small pool is sized for its own statements.
     const outboxForMetrics = new PostgresOutboxStore(db);
     metrics.outboxCounts = () => outboxForMetrics.counts();
@@ -243,6 +251,40 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
       sendLimiter,
       maxConnectionsPerUser: config.stompLimits.maxConnectionsPerUser,
     });
+    if (config.webhooks) {
+      const webhooks = config.webhooks;
+      // Its own small pool: a slow receiver or a backlog never takes connections from sends or the relay.
+      const webhookDb =
+        config.store.kind === 'postgres' ? new PgDatabase({ ...options.database, url: config.store.url, poolSize: 2, logger: logger.child({ component: 'webhooks' }) }) : db;
+      if (webhookDb !== db) stack.push({ name: 'webhook-database', stop: () => webhookDb.close() });
+      const unreadStore = webhookDb === db ? store : new PostgresMessageStore(webhookDb);
+      const countsStore = new PostgresWebhookStore(db);
+      metrics.webhookCounts = () => countsStore.counts();
+      const dispatcher = new WebhookDispatcher({
+        store: new PostgresWebhookStore(webhookDb),
+        // This instance's connections only, for now: a cluster-wide presence answers better.
+        recipientOnline: async (email) => gateway.hasConnection(email),
+        unreadTotals: (email) => unreadStore.unreadTotals(email),
+        metrics,
+        logger: logger.child({ component: 'webhooks' }),
+        options: {
+          ...DEFAULT_WEBHOOK_TUNING,
+          url: webhooks.url,
+          secret: webhooks.secret,
+          maxAttempts: webhooks.maxAttempts,
+          timeoutMs: webhooks.timeoutMs,
+          includeContent: webhooks.includeContent,
+          concurrency: webhooks.concurrency,
+          backoff: { initialMs: webhooks.retryInitialMs, maxMs: webhooks.retryMaxMs },
+          ...options.webhooks,
+        },
+      });
+      // Synchronous and cheap: the commit's own path only flips a flag.
+      store.onOutboxWritten(() => dispatcher.wake());
+      dispatcher.start();
+      stack.push({ name: 'webhooks', stop: () => dispatcher.stop() });
+    }
+
     // One rule for the client address everywhere: Fastify's request.ip and the /ws limits and bindings.
     const trustProxy = compileTrustProxy(config.trustProxy);
     const realtime = new RealtimeEndpoints({
@@ -316,6 +358,8 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
         profiles: config.profiles.kind,
         auth: config.auth.kind,
         instanceId: config.instanceId,
+        // Whether only: the URL may carry credentials, and the secret is never logged.
+        webhooks: config.webhooks ? 'on' : 'off',
         ...(managementUrl ? { managementUrl } : {}),
       },
       'chat-service started',

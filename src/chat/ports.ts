@@ -1,6 +1,7 @@
 /**
  * The ports of the chat core. Adapters (store/, bus/, queue/, profiles/) implement them; chat/ talks
- * to the world only through them, and so does the outbox relay (OutboxStore, EventBus). Each doc comment is the contract that the port's shared contract test
+ * to the world only through them, and so do the outbox relay (OutboxStore, EventBus) and the
+ * webhook dispatcher (WebhookStore). Each doc comment is the contract that the port's shared contract test
  * suite checks against every implementation.
  */
 import type { Caller } from './caller.js';
@@ -325,4 +326,67 @@ export interface MessageStore {
     toEvent: (update: ReceiptUpdate) => BusEnvelope,
   ): Promise<ReceiptUpdate>;
   listSessions(email: string, limit: number): Promise<SessionSummary[]>;
+  /**
+   * Messages from the other participant not seen by `email`, across all its sessions (`total`), and
+   * how many sessions have any (`sessions`): a badge count.
+   */
+  unreadTotals(email: string): Promise<{ total: number; sessions: number }>;
+}
+
+/** A webhook row as a dispatcher holds it under a lease. */
+export interface LeasedWebhookRow {
+  readonly id: string;
+  /** The id receivers de-duplicate by: the same on every attempt. */
+  readonly eventId: string;
+  readonly sessionId: string;
+  /** The webhook type (`message.created`, …) the row was written as. */
+  readonly type: string;
+  /** The chat event's envelope as stored; rows written by another version may differ, so check it. */
+  readonly payload: BusEnvelope;
+  readonly createdAt: Date;
+  /** Failed attempts so far. */
+  readonly attempts: number;
+  /** The claim that holds the row: opaque, compared exactly. */
+  readonly lease: string;
+}
+
+/** A failed delivery of one leased row, as the dispatcher records it. */
+export interface WebhookFailure {
+  readonly id: string;
+  readonly lease: string;
+  /** Due again this long from now, unless this failure makes it dead. */
+  readonly delayMs: number;
+  readonly error: string;
+}
+
+/**
+ * The webhook outbox as dispatchers work it: rows the MessageStore writes in the same transaction as
+ * the chat event they announce (only while webhooks are configured), each POSTed at least once, in
+ * id order per session.
+ *
+ * - A row is pending while neither delivered nor dead. It is claimable when it is pending, its due
+ *   time has come (the database's clock) and no row of its session with a lower id is pending:
+ *   so a session's rows go one at a time, a later one never before an earlier one was delivered or
+ *   died, and a claimed row blocks its session until it is settled.
+ * - `claim(limit, leaseMs)` takes, atomically, up to `limit` claimable rows, lowest id first,
+ *   skipping (never waiting for) rows another transaction has locked, so concurrent claims never
+ *   return the same row; each is not due again for `leaseMs` (a dispatcher that dies holding it
+ *   lets it be claimed again then). Rows come back sorted by id, at most one per session.
+ * - `markDelivered(ids)` marks pending rows delivered, whatever lease holds them now.
+ * - `markFailed(failures, maxAttempts)` records each failure only while the lease it names still
+ *   holds: attempts + 1, due again after `delayMs`, the error kept, dead once attempts reach
+ *   `maxAttempts`. Returns the rows it updated with their attempts and whether they died.
+ * - `release(rows)` makes each row due now, without counting an attempt, while the lease it names
+ *   still holds (a dispatcher stopping with requests unanswered hands them on at once).
+ * - `counts()`: pending and dead rows. `prune(olderThanMs, limit)` deletes up to `limit` rows
+ *   delivered more than `olderThanMs` ago; pending and dead rows stay.
+ * Empty arrays are accepted everywhere and touch nothing.
+ */
+export interface WebhookStore {
+  claim(limit: number, leaseMs: number): Promise<LeasedWebhookRow[]>;
+  markDelivered(ids: readonly string[]): Promise<void>;
+  markFailed(failures: readonly WebhookFailure[], maxAttempts: number): Promise<Array<{ id: string; attempts: number; dead: boolean }>>;
+  release(rows: ReadonlyArray<{ id: string; lease: string }>): Promise<void>;
+  counts(): Promise<{ pending: number; dead: number }>;
+  prune(olderThanMs: number, limit: number): Promise<number>;
 }

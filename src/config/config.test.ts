@@ -32,6 +32,45 @@ describe('loadConfig', () => {
     expect(config.allowedOrigins).toEqual(['https://chat.example.com', 'https://m.example.com']);
   });
 
+  it('has webhooks off unless WEBHOOK_URL is set, and then needs a secret', () => {
+    expect(loadConfig({}).webhooks).toBeUndefined();
+    expect(loadConfig({ WEBHOOK_SECRET: 's', WEBHOOK_EVENTS: 'message.created' }).webhooks).toBeUndefined();
+    expect(() => loadConfig({ WEBHOOK_URL: 'https://push.example.com/hooks' })).toThrow(/WEBHOOK_SECRET: required/);
+    expect(() => loadConfig({ WEBHOOK_URL: 'ftp://push.example.com', WEBHOOK_SECRET: 's' })).toThrow(/WEBHOOK_URL/);
+    const config = loadConfig({ WEBHOOK_URL: 'https://push.example.com/hooks', WEBHOOK_SECRET: 'whsec_abc' });
+    expect(config.webhooks).toEqual({
+      url: 'https://push.example.com/hooks',
+      secret: 'whsec_abc',
+      events: ['message.created', 'message.edited', 'message.deleted', 'report.created'],
+      maxAttempts: 10,
+      timeoutMs: 10_000,
+      includeContent: true,
+      concurrency: 16,
+      retryInitialMs: 1_000,
+      retryMaxMs: 300_000,
+    });
+  });
+
+  it('reads the webhook options and refuses unknown event types and bad values', () => {
+    const base = { WEBHOOK_URL: 'http://127.0.0.1:8099/', WEBHOOK_SECRET: 's' };
+    const config = loadConfig({
+      ...base,
+      WEBHOOK_EVENTS: ' message.created , report.created,message.created',
+      WEBHOOK_MAX_ATTEMPTS: '3',
+      WEBHOOK_TIMEOUT_MS: '2500',
+      WEBHOOK_INCLUDE_CONTENT: 'false',
+      WEBHOOK_CONCURRENCY: '4',
+      WEBHOOK_RETRY_INITIAL_MS: '200',
+      WEBHOOK_RETRY_MAX_MS: '2000',
+    });
+    expect(config.webhooks).toMatchObject({ events: ['message.created', 'report.created'], maxAttempts: 3, timeoutMs: 2500, includeContent: false, concurrency: 4, retryInitialMs: 200, retryMaxMs: 2000 });
+    expect(() => loadConfig({ ...base, WEBHOOK_EVENTS: 'message.created,message.read' })).toThrow(/WEBHOOK_EVENTS: unknown type "message.read"/);
+    expect(() => loadConfig({ ...base, WEBHOOK_EVENTS: ' , ' })).toThrow(/WEBHOOK_EVENTS/);
+    expect(() => loadConfig({ ...base, WEBHOOK_INCLUDE_CONTENT: 'no' })).toThrow(/WEBHOOK_INCLUDE_CONTENT/);
+    expect(() => loadConfig({ ...base, WEBHOOK_MAX_ATTEMPTS: '0' })).toThrow(/WEBHOOK_MAX_ATTEMPTS/);
+    expect(() => loadConfig({ ...base, WEBHOOK_RETRY_INITIAL_MS: '5000', WEBHOOK_RETRY_MAX_MS: '1000' })).toThrow(/WEBHOOK_RETRY_MAX_MS/);
+  });
+
   it('names the send queue and turns the rate limit off on request', () => {
     const config = loadConfig({ AMQP_URL: 'amqp://mq', SEND_QUEUE: 'staging.chat.send.queue', RATE_LIMIT_PER_MINUTE: '0' });
     expect(config.bus).toEqual({ kind: 'rabbitmq', url: 'amqp://mq', sendQueue: 'staging.chat.send.queue' });

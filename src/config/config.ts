@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import proxyAddr from '@fastify/proxy-addr';
+import { isWebhookEventType, WEBHOOK_EVENT_TYPES, type WebhookEventType } from '../chat/webhook-events.js';
 
 export type StoreConfig = { kind: 'pglite'; dataDir: string } | { kind: 'postgres'; url: string; poolSize: number };
 export type BusConfig = { kind: 'memory' } | { kind: 'rabbitmq'; url: string; sendQueue: string };
@@ -42,6 +43,8 @@ export interface Config {
   readonly shutdownTimeoutMs: number;
   /** OpenTelemetry traces to an OTLP/HTTP endpoint; undefined = tracing off. */
   readonly tracing: { readonly endpoint: string; readonly serviceName: string } | undefined;
+  /** Signed webhooks for offline notifications; undefined = off (and nothing is written for them). */
+  readonly webhooks: WebhooksConfig | undefined;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly instanceId: string;
 }
@@ -55,6 +58,19 @@ export interface StompLimitsConfig {
   readonly maxConnectionsPerUser: number;
   /** Silence after which a connection without agreed heart-beats is closed; 0 = never. */
   readonly idleTimeoutMs: number;
+}
+
+export interface WebhooksConfig {
+  readonly url: string;
+  readonly secret: string;
+  /** The webhook types sent; the store writes rows only for these. */
+  readonly events: readonly WebhookEventType[];
+  readonly maxAttempts: number;
+  readonly timeoutMs: number;
+  readonly includeContent: boolean;
+  readonly concurrency: number;
+  readonly retryInitialMs: number;
+  readonly retryMaxMs: number;
 }
 
 export class ConfigError extends Error {
@@ -121,6 +137,44 @@ function trustProxyVar(env: Env, name: string): string[] {
     throw new ConfigError(`${name}: ${(err as Error).message} (expected addresses, CIDRs, loopback, linklocal, uniquelocal, or false)`);
   }
   return entries;
+}
+
+function boolVar(env: Env, name: string, fallback: boolean): boolean {
+  const raw = stringVar(env, name)?.toLowerCase();
+  if (raw === undefined) return fallback;
+  if (raw === 'true' || raw === '1') return true;
+  if (raw === 'false' || raw === '0') return false;
+  throw new ConfigError(`${name}: must be true or false, got "${raw}"`);
+}
+
+function webhooksVar(env: Env): WebhooksConfig | undefined {
+  const url = urlVar(env, 'WEBHOOK_URL', ['http:', 'https:']);
+  if (!url) return undefined;
+  // Without a secret a receiver could not tell our requests from anyone's.
+  const secret = env.WEBHOOK_SECRET;
+  if (!secret) throw new ConfigError('WEBHOOK_SECRET: required with WEBHOOK_URL (the key receivers verify signatures with)');
+  const listed = (stringVar(env, 'WEBHOOK_EVENTS') ?? WEBHOOK_EVENT_TYPES.join(','))
+    .split(',')
+    .map((e) => e.trim())
+    .filter(Boolean);
+  for (const type of listed) {
+    if (!isWebhookEventType(type)) throw new ConfigError(`WEBHOOK_EVENTS: unknown type "${type}" (known: ${WEBHOOK_EVENT_TYPES.join(', ')})`);
+  }
+  if (listed.length === 0) throw new ConfigError(`WEBHOOK_EVENTS: list at least one of ${WEBHOOK_EVENT_TYPES.join(', ')}, or unset WEBHOOK_URL`);
+  const retryInitialMs = intVar(env, 'WEBHOOK_RETRY_INITIAL_MS', 1_000, 1, 3600_000);
+  const retryMaxMs = intVar(env, 'WEBHOOK_RETRY_MAX_MS', 300_000, 1, 24 * 3600_000);
+  if (retryMaxMs < retryInitialMs) throw new ConfigError(`WEBHOOK_RETRY_MAX_MS: must be at least WEBHOOK_RETRY_INITIAL_MS (${retryInitialMs})`);
+  return {
+    url,
+    secret,
+    events: [...new Set(listed as WebhookEventType[])],
+    maxAttempts: intVar(env, 'WEBHOOK_MAX_ATTEMPTS', 10, 1, 1000),
+    timeoutMs: intVar(env, 'WEBHOOK_TIMEOUT_MS', 10_000, 100, 300_000),
+    includeContent: boolVar(env, 'WEBHOOK_INCLUDE_CONTENT', true),
+    concurrency: intVar(env, 'WEBHOOK_CONCURRENCY', 16, 1, 1000),
+    retryInitialMs,
+    retryMaxMs,
+  };
 }
 
 function stringVar(env: Env, name: string): string | undefined {
@@ -215,6 +269,7 @@ export function loadConfig(env: Env = process.env): Config {
     readyMaxOutboxLagMs: intVar(env, 'READY_MAX_OUTBOX_LAG_MS', 30_000, 1, 24 * 3600_000),
     shutdownTimeoutMs: intVar(env, 'SHUTDOWN_TIMEOUT_MS', 20_000, 1, 3600_000),
     tracing: otlpEndpoint ? { endpoint: otlpEndpoint, serviceName: stringVar(env, 'OTEL_SERVICE_NAME') ?? 'chat-service' } : undefined,
+    webhooks: webhooksVar(env),
     logLevel: logLevel as Config['logLevel'],
     instanceId: stringVar(env, 'INSTANCE_ID') ?? `${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
   };
@@ -238,4 +293,6 @@ export const CONFIG_VARIABLES = [
   'STOMP_IDLE_TIMEOUT_MS', 'JWT_MAX_AGE',
   'TRUST_PROXY', 'MAX_PENDING_CONNECTIONS', 'MAX_PENDING_CONNECTIONS_PER_ADDRESS',
   'MANAGEMENT_PORT', 'READY_MAX_OUTBOX_LAG_MS', 'SHUTDOWN_TIMEOUT_MS', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_SERVICE_NAME',
+  'WEBHOOK_URL', 'WEBHOOK_SECRET', 'WEBHOOK_EVENTS', 'WEBHOOK_MAX_ATTEMPTS', 'WEBHOOK_TIMEOUT_MS', 'WEBHOOK_INCLUDE_CONTENT',
+  'WEBHOOK_CONCURRENCY', 'WEBHOOK_RETRY_INITIAL_MS', 'WEBHOOK_RETRY_MAX_MS',
 ] as const;

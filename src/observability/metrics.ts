@@ -130,6 +130,40 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly webhookDeliveries = new Counter({
+    name: 'chat_webhook_deliveries_total',
+    help: 'Webhook delivery attempts by outcome: delivered (2xx), retry (failed, tried again later), dead (failed for the last time; the row is kept)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly webhookLag = new Histogram({
+    name: 'chat_webhook_delivery_lag_seconds',
+    help: 'From the chat change (webhook row written) to the receiver accepting its webhook, retries included',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 120, 600],
+    registers: [this.registry],
+  });
+
+  /** Read at scrape time; set by the composition root when webhooks are configured. */
+  webhookCounts: (() => Promise<{ pending: number; dead: number }>) | undefined;
+
+  readonly webhookRows = new Gauge({
+    name: 'chat_webhook_rows',
+    help: 'Webhook outbox rows by state: pending (not yet delivered) or dead (attempts exhausted, kept)',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+    collect: async () => {
+      if (!this.webhookCounts) return;
+      try {
+        const { pending, dead } = await this.webhookCounts();
+        this.webhookRows.set({ state: 'pending' }, pending);
+        this.webhookRows.set({ state: 'dead' }, dead);
+      } catch {
+        // As for the outbox rows: the last values stay during an outage.
+      }
+    },
+  });
+
   readonly realtimeConnections = new Gauge({
     name: 'chat_realtime_connections',
     help: 'Open STOMP connections by transport',

@@ -65,6 +65,12 @@ export class RealtimeGateway implements StompHandler {
     deps.bus.onEvent((envelope) => this.dispatch(envelope));
   }
 
+  /** Whether the user has an open, connected STOMP connection on this instance (registering ones do not count). */
+  hasConnection(email: string): boolean {
+    for (const conn of this.connectionsByUser.get(email) ?? []) if (this.interestHeld.has(conn) && conn.isOpen) return true;
+    return false;
+  }
+
   async authenticate(token: string | undefined): Promise<VerifiedToken> {
     if (!token) throw new ChatError('UNAUTHENTICATED', 'CONNECT needs an Authorization: Bearer <token> header or the token as passcode');
     return this.deps.verifier.verify(token);

@@ -25,6 +25,8 @@ describe('the dependency rule, enforced by lint', () => {
     ['an adapter importing config', 'src/profiles/fixture.ts', "import type { Config } from '../config/config.js';"],
     ['a nested adapter importing another adapter', 'src/store/postgres/fixture.ts', "import { X } from '../../bus/memory-event-bus.js';"],
     ['an adapter importing a transport', 'src/outbox/fixture.ts', "import { X } from '../realtime/realtime-gateway.js';"],
+    ['the webhook dispatcher importing the store', 'src/webhooks/fixture.ts', "import { X } from '../store/postgres/postgres-webhook-store.js';"],
+    ['the webhook dispatcher importing config', 'src/webhooks/fixture.ts', "import type { Config } from '../config/config.js';"],
     ['a transport importing an adapter', 'src/realtime/fixture.ts', "import { X } from '../bus/rabbitmq-event-bus.js';"],
     ['a nested transport importing an adapter', 'src/realtime/stomp/fixture.ts', "import { X } from '../../store/postgres/pg-database.js';"],
     ['a transport importing config', 'src/http/fixture.ts', "import { loadConfig } from '../config/config.js';"],
@@ -40,6 +42,7 @@ describe('the dependency rule, enforced by lint', () => {
     ['an adapter importing its own folder', 'src/queue/fixture.ts', "import { X } from './memory-send-queue.js';"],
     ['a transport importing the core', 'src/realtime/fixture.ts', "import { SendPath } from '../chat/send-path.js';"],
     ['the composition root importing everything', 'src/app.ts', "import { X } from './store/postgres/pg-database.js';"],
+    ['the webhook dispatcher importing a port and a shared helper', 'src/webhooks/fixture.ts', "import type { WebhookStore } from '../chat/ports.js';\nimport { backoffMs } from '../common/backoff.js';"],
     ['a test wiring adapters', 'src/outbox/fixture.test.ts', "import { X } from '../store/postgres/pg-database.js';"],
   ])('passes %s', async (_what, file, source) => {
     expect(await violations(file, `${source}\n`)).toEqual([]);

@@ -7,6 +7,9 @@
  * plus one outbox row per event are inserted with unnest. A concurrent insert of the same
  * idempotency key by another transaction makes the statement fail and run again, so seq stays
  * gapless and a repeat never writes a second row.
+ *
+ * With webhooks configured, an event of a configured type also gets a row in chat_webhook_outbox,
+ * in the same statement as its outbox row; without, the statements are the ones they always were.
  */
 import { randomUUID } from 'node:crypto';
 import { ChatError } from '../../chat/chat-errors.js';
@@ -22,6 +25,7 @@ import type {
   WrittenOutbox,
 } from '../../chat/ports.js';
 import { sessionTopic } from '../../chat/chat-events.js';
+import { webhookTypeOf, type WebhookEventType } from '../../chat/webhook-events.js';
 import { type BatchOutcome, GroupCommitter } from './group-committer.js';
 import { isConnectionFailure, type Queryable, type SqlDatabase } from './sql-database.js';
 import { inSpan, traceCarrier } from '../../observability/tracing.js';
@@ -78,21 +82,24 @@ export class PostgresMessageStore implements MessageStore {
   private readonly appends: GroupCommitter<AppendMessage, AppendResult>;
   private readonly outboxListeners: Array<(written: WrittenOutbox) => void> = [];
   private readonly leaseOutboxMs: number | null;
+  private readonly webhooks: Webhooks;
 
   /**
    * `origin` names this instance in the NOTIFY payload, so its own relay (told directly through
    * onOutboxWritten) can tell its commits from other instances'. With `leaseOutboxMs`, outbox rows
    * are written already leased to this instance for that long: its relay publishes them straight
    * from memory after the commit, with no claim round trip, and if this instance dies before it
-   * has, any relay claims them once the lease ends.
+   * has, any relay claims them once the lease ends. With `webhookTypes` (non-empty), events of
+   * those types also get a webhook row in the same transaction (docs/adr/0015).
    */
   constructor(
     private readonly db: SqlDatabase,
     private readonly origin = '',
-    options: { leaseOutboxMs?: number } = {},
+    options: { leaseOutboxMs?: number; webhookTypes?: ReadonlySet<WebhookEventType> } = {},
   ) {
     this.appends = new GroupCommitter((items) => this.appendBatch(items), db.parallelism);
     this.leaseOutboxMs = options.leaseOutboxMs ?? null;
+    this.webhooks = options.webhookTypes && options.webhookTypes.size > 0 ? options.webhookTypes : null;
   }
 
   /** Called after each commit that wrote outbox rows, with those rows, so the local relay need not wait for a poll. */
@@ -233,6 +240,20 @@ export class PostgresMessageStore implements MessageStore {
     }));
   }
 
+  async unreadTotals(email: string): Promise<{ total: number; sessions: number }> {
+    const rows = await this.run(() =>
+      this.db.query<{ total: string | number; sessions: string | number }>(
+        `SELECT count(*) AS total, count(DISTINCT m.session_id) AS sessions
+           FROM chat_sessions s
+           JOIN chat_messages m ON m.session_id = s.id AND NOT m.seen
+                AND m.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END
+          WHERE s.sender_email = $1 OR s.receiver_email = $1`,
+        [email],
+      ),
+    );
+    return { total: Number(rows[0]?.total ?? 0), sessions: Number(rows[0]?.sessions ?? 0) };
+  }
+
   private async updateReceipts(
     sql: string,
     params: unknown[],
@@ -246,7 +267,7 @@ export class PostgresMessageStore implements MessageStore {
         const update: ReceiptUpdate = { messages };
         if (messages.length === 0) return { result: update, written: undefined };
         const envelope = toEvent(update);
-        const queued = await insertOutbox(tx, sessionTopic(sessionId), envelope, this.origin, this.leaseOutboxMs);
+        const queued = await insertOutbox(tx, sessionTopic(sessionId), envelope, this.origin, this.leaseOutboxMs, this.webhooks);
         return { result: update, written: this.writtenOf([queued], () => envelope) };
       }),
     );
@@ -276,7 +297,7 @@ export class PostgresMessageStore implements MessageStore {
   private async commitBatch(items: readonly AppendMessage[]): Promise<ReadonlyArray<BatchOutcome<AppendResult>>> {
     for (let attempt = 1; ; attempt++) {
       try {
-        const { outcomes, queued, envelopes } = await appendInOneStatement(this.db, items, this.origin, this.leaseOutboxMs);
+        const { outcomes, queued, envelopes } = await appendInOneStatement(this.db, items, this.origin, this.leaseOutboxMs, this.webhooks);
         if (queued.length > 0) this.announceOutbox(this.writtenOf(queued, (row) => envelopes.get(row.key ?? '')));
         return outcomes;
       } catch (err) {
@@ -338,7 +359,7 @@ const NOTIFY_UNLESS_LEASED = (origin: string, leaseMs: string): string =>
  * the key's unique constraint, and the statement writes nothing: the caller runs it again, and the
  * key is then found as a repeat. So seq stays gapless and a repeat never writes a second row.
  */
-const APPEND_BATCH_SQL = `
+const appendBatchSql = (webhookType: boolean): string => `
 WITH item AS (
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::timestamptz[], $7::text[], $8::jsonb[])
     WITH ORDINALITY AS t(id, session_id, sender_profile_id, content, client_msg_id, sent_at, destination, payload, n)
@@ -364,17 +385,23 @@ WITH item AS (
          now() + coalesce($10::double precision, 0) * interval '1 millisecond'
     FROM fresh ORDER BY n
   RETURNING ${QUEUED_COLUMNS}
-)
+)${webhookType ? `, hooked AS (
+  INSERT INTO chat_webhook_outbox (session_id, event_type, payload)
+  SELECT session_id::text, $11, jsonb_set(payload, '{event,message,seq}', to_jsonb(seq)) FROM fresh ORDER BY n
+)` : ''}
 SELECT (SELECT json_agg(json_build_array(id, seq)) FROM fresh) AS created,
        (SELECT json_agg(existing) FROM existing) AS existing,
        (SELECT json_agg(queued) FROM queued) AS queued,
        ${NOTIFY_UNLESS_LEASED('$9', '$10')}`;
+const APPEND_BATCH_SQL = appendBatchSql(false);
+const APPEND_BATCH_WITH_WEBHOOK_SQL = appendBatchSql(true);
 
 async function appendInOneStatement(
   db: Queryable,
   items: readonly AppendMessage[],
   origin: string,
   leaseMs: number | null,
+  webhooks: Webhooks,
 ): Promise<{ outcomes: Array<BatchOutcome<AppendResult>>; queued: QueuedRow[]; envelopes: Map<string, BusEnvelope> }> {
   const outcomes: Array<BatchOutcome<AppendResult> | undefined> = new Array(items.length);
   const key = (m: { senderProfileId: string; clientMessageId: string }): string => `${m.senderProfileId}|${m.clientMessageId}`;
@@ -411,7 +438,9 @@ async function appendInOneStatement(
     return { index: i, message, envelope: item.toEvent(message) };
   });
 
-  const [row] = await db.query<{ created: Array<[string, number]> | null; existing: MessageJsonRow[] | null; queued: QueuedRow[] | null }>(APPEND_BATCH_SQL, [
+  // Every appended event is a 'message' event: its webhook rows, when wanted, come from the same rows.
+  const webhookType = webhooks && webhookTypeOf('message', webhooks);
+  const [row] = await db.query<{ created: Array<[string, number]> | null; existing: MessageJsonRow[] | null; queued: QueuedRow[] | null }>(webhookType ? APPEND_BATCH_WITH_WEBHOOK_SQL : APPEND_BATCH_SQL, [
     candidates.map((c) => c.message.id),
     candidates.map((c) => c.message.sessionId),
     candidates.map((c) => c.message.senderProfileId),
@@ -422,6 +451,7 @@ async function appendInOneStatement(
     candidates.map((c) => JSON.stringify(c.envelope)),
     origin,
     leaseMs,
+    ...(webhookType ? [webhookType] : []),
   ]);
 
   const createdSeq = new Map((row?.created ?? []).map(([id, seq]) => [id, Number(seq)]));
@@ -463,18 +493,59 @@ function repeatOutcome(stored: MessageRecord, item: AppendMessage): BatchOutcome
   return { ok: true, value: { message: stored, created: false } };
 }
 
-async function insertOutbox(tx: Queryable, destination: string, envelope: BusEnvelope, origin: string, leaseMs: number | null): Promise<QueuedRow> {
+async function insertOutbox(
+  tx: Queryable,
+  destination: string,
+  envelope: BusEnvelope,
+  origin: string,
+  leaseMs: number | null,
+  webhooks: Webhooks,
+): Promise<QueuedRow> {
+  const payload = JSON.stringify(envelope);
+  const hooked = webhookRows([envelope], [payload], webhooks);
   const [row] = await tx.query<QueuedRow>(
     `WITH queued AS (
        INSERT INTO chat_message_outbox (destination, payload, next_retry_at)
        VALUES ($1, $2::jsonb, now() + coalesce($4::double precision, 0) * interval '1 millisecond')
        RETURNING ${QUEUED_COLUMNS}
-     )
+     )${hooked ? WEBHOOK_ROWS_CTE('$5', '$6', '$7') : ''}
      SELECT queued.*, ${NOTIFY_UNLESS_LEASED('$3', '$4')} FROM queued`,
-    [destination, JSON.stringify(envelope), origin, leaseMs],
+    [destination, payload, origin, leaseMs, ...(hooked ? [hooked.sessionIds, hooked.types, hooked.payloads] : [])],
   );
   return row!;
 }
+
+/** The webhook types this store writes rows for; null: webhooks are off and nothing is written. */
+type Webhooks = ReadonlySet<WebhookEventType> | null;
+
+/**
+ * The webhook rows for a commit's events, in the events' order (so a session's rows get ids in seq
+ * order); undefined when there are none, and then the statement has no webhook part at all.
+ */
+function webhookRows(
+  envelopes: readonly BusEnvelope[],
+  payloads: readonly string[],
+  webhooks: Webhooks,
+): { sessionIds: string[]; types: string[]; payloads: string[] } | undefined {
+  if (!webhooks) return undefined;
+  const rows = { sessionIds: [] as string[], types: [] as string[], payloads: [] as string[] };
+  envelopes.forEach((envelope, i) => {
+    const type = webhookTypeOf(envelope.event.type, webhooks);
+    if (!type) return;
+    rows.sessionIds.push(envelope.event.sessionId);
+    rows.types.push(type);
+    rows.payloads.push(payloads[i]!);
+  });
+  return rows.types.length > 0 ? rows : undefined;
+}
+
+/** A data-modifying CTE runs whether or not the statement reads it; ORDINALITY keeps the ids in event order. */
+const WEBHOOK_ROWS_CTE = (sessionIds: string, types: string, payloads: string): string => `, hooked AS (
+           INSERT INTO chat_webhook_outbox (session_id, event_type, payload)
+           SELECT s, t, p FROM unnest(${sessionIds}::text[], ${types}::text[], ${payloads}::jsonb[]) WITH ORDINALITY AS w(s, t, p, i)
+            ORDER BY i
+           RETURNING 1
+         )`;
 
 /**
  * What the sender of the one item a batch could not store is told. A data exception (SQLSTATE
