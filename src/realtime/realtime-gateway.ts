@@ -286,6 +286,8 @@ function bodyOf(event: ChatEvent): unknown {
       return event.typing;
     case 'error':
       return event.error;
+    case 'report':
+      return event.report;
   }
 }
 

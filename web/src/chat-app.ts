@@ -126,7 +126,7 @@ export class ChatApp {
     if (!client) return;
     try {
       const session = await client.initSession(email, intent);
-      if (!this.sessions.has(session.sessionId)) this.sessions.set(session.sessionId, { ...session, lastSeq: 0, lastMessage: null, unreadCount: 0 });
+      if (!this.sessions.has(session.sessionId)) this.sessions.set(session.sessionId, { ...session, lastSeq: 0, lastMessage: null, unreadCount: 0, blockedByMe: false });
       await this.open(session.sessionId);
     } catch (err) {
       throw new Error(describeError(err as Error), { cause: err });

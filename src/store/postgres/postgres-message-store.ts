@@ -14,8 +14,10 @@ import type {
   BusEnvelope,
   MessageRecord,
   MessageStore,
+  NewReport,
   Participant,
   ReceiptUpdate,
+  ReportRecord,
   SessionRecord,
   SessionSummary,
   WrittenOutbox,
@@ -51,6 +53,8 @@ interface SessionRow {
   receiver_display_name: string;
   created_at: Date;
   last_seq: string | number;
+  blocked_by_sender_at?: Date | null;
+  blocked_by_receiver_at?: Date | null;
 }
 
 interface MessageRow {
@@ -192,13 +196,14 @@ export class PostgresMessageStore implements MessageStore {
 
   async listSessions(email: string, limit: number): Promise<SessionSummary[]> {
     const rows = await this.run(() =>
-      this.db.query<SessionRow & { m_id: string | null; m_seq: string | null; m_sender: string | null; m_content: string | null; m_client_msg_id: string | null; m_sent_at: Date | null; m_delivered: boolean | null; m_seen: boolean | null; unread: string | number }>(
+      this.db.query<SessionRow & { m_id: string | null; m_seq: string | null; m_sender: string | null; m_content: string | null; m_client_msg_id: string | null; m_sent_at: Date | null; m_delivered: boolean | null; m_seen: boolean | null; unread: string | number; blocked_by_me: boolean }>(
         `SELECT s.*,
                 m.id AS m_id, m.seq AS m_seq, m.sender_profile_id AS m_sender, m.content AS m_content,
                 m.client_msg_id AS m_client_msg_id, m.sent_at AS m_sent_at, m.delivered AS m_delivered, m.seen AS m_seen,
                 (SELECT count(*) FROM chat_messages u
                   WHERE u.session_id = s.id AND NOT u.seen
-                    AND u.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END) AS unread
+                    AND u.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END) AS unread,
+                CASE WHEN s.sender_email = $1 THEN s.blocked_by_sender_at IS NOT NULL ELSE s.blocked_by_receiver_at IS NOT NULL END AS blocked_by_me
            FROM chat_sessions s
            LEFT JOIN chat_messages m ON m.session_id = s.id AND m.seq = s.last_seq
           WHERE s.sender_email = $1 OR s.receiver_email = $1
@@ -210,6 +215,7 @@ export class PostgresMessageStore implements MessageStore {
     return rows.map((r) => ({
       session: toSession(r),
       unreadCount: Number(r.unread),
+      blockedByMe: r.blocked_by_me,
       lastMessage: r.m_id
         ? toMessage({
             id: r.m_id,
@@ -224,6 +230,84 @@ export class PostgresMessageStore implements MessageStore {
           })
         : undefined,
     }));
+  }
+
+  async setBlocked(sessionId: string, blockerProfileId: string, blocked: boolean): Promise<void> {
+    // Taking the session row's lock orders the block with the sends that lock it: a send that
+    // commits after this statement sees the block.
+    const rows = await this.run(() =>
+      this.db.query<{ id: string }>(
+        `UPDATE chat_sessions SET
+           blocked_by_sender_at = CASE WHEN sender_profile_id = $2::uuid
+             THEN (CASE WHEN $3::boolean THEN coalesce(blocked_by_sender_at, now()) END) ELSE blocked_by_sender_at END,
+           blocked_by_receiver_at = CASE WHEN receiver_profile_id = $2::uuid
+             THEN (CASE WHEN $3::boolean THEN coalesce(blocked_by_receiver_at, now()) END) ELSE blocked_by_receiver_at END
+         WHERE id = $1
+         RETURNING id`,
+        [sessionId, blockerProfileId, blocked],
+      ),
+    );
+    if (rows.length === 0) throw new ChatError('SESSION_NOT_FOUND', `session ${sessionId} does not exist`);
+  }
+
+  async blockers(sessionId: string): Promise<string[]> {
+    const rows = await this.run(() =>
+      this.db.query<SessionRow>(
+        'SELECT sender_profile_id, receiver_profile_id, blocked_by_sender_at, blocked_by_receiver_at FROM chat_sessions WHERE id = $1',
+        [sessionId],
+      ),
+    );
+    const row = rows[0];
+    if (!row) return [];
+    return [...(row.blocked_by_sender_at ? [row.sender_profile_id] : []), ...(row.blocked_by_receiver_at ? [row.receiver_profile_id] : [])];
+  }
+
+  async report(input: NewReport): Promise<ReportRecord> {
+    const { result, written } = await this.run(() =>
+      this.db.transaction(async (tx) => {
+        let content: string | null = null;
+        if (input.messageId !== null) {
+          const [message] = await tx.query<{ content: string }>('SELECT content FROM chat_messages WHERE id = $1 AND session_id = $2', [input.messageId, input.sessionId]);
+          if (!message) throw new ChatError('MESSAGE_NOT_FOUND', `message ${input.messageId} is not in session ${input.sessionId}`, { field: 'messageId' });
+          content = message.content;
+        }
+        const id = randomUUID();
+        const [stored] = await tx.query<{ created_at: Date }>(
+          `INSERT INTO chat_reports (id, session_id, reporter_profile_id, reporter_email, message_id, reason, content)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at`,
+          [id, input.sessionId, input.reporterProfileId, input.reporterEmail, input.messageId, input.reason, content],
+        );
+        const report: ReportRecord = {
+          id,
+          sessionId: input.sessionId,
+          reporterProfileId: input.reporterProfileId,
+          reporterEmail: input.reporterEmail,
+          messageId: input.messageId,
+          reason: input.reason,
+          content,
+          createdAt: new Date(stored!.created_at),
+        };
+        const envelope = input.toEvent(report);
+        const queued = await insertOutbox(tx, sessionTopic(input.sessionId), envelope, this.origin, this.leaseOutboxMs);
+        return { result: report, written: this.writtenOf([queued], () => envelope) };
+      }),
+    );
+    this.announceOutbox(written);
+    return result;
+  }
+
+  async unreadTotals(email: string): Promise<{ total: number; sessions: number }> {
+    const rows = await this.run(() =>
+      this.db.query<{ total: string | number; sessions: string | number }>(
+        `SELECT count(*) AS total, count(DISTINCT m.session_id) AS sessions
+           FROM chat_sessions s
+           JOIN chat_messages m ON m.session_id = s.id AND NOT m.seen
+          WHERE (s.sender_email = $1 OR s.receiver_email = $1)
+            AND m.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END`,
+        [email],
+      ),
+    );
+    return { total: Number(rows[0]?.total ?? 0), sessions: Number(rows[0]?.sessions ?? 0) };
   }
 
   private async updateReceipts(
@@ -313,18 +397,22 @@ async function appendInTransaction(
   // One round trip for both: the stored messages of repeated keys, and the batch's sessions locked
   // in id order (so concurrent batches on any instance serialise per session and never deadlock).
   const sessionIds = [...new Set(items.map((i) => i.sessionId))].sort();
+  // A session row carries its last_seq in `seq` and whether a participant blocks it in `delivered`:
+  // read under the row lock, so a block committed before this batch took the lock refuses its sends.
   const lookup = await tx.query<MessageRow & { kind: 'message' | 'session' }>(
     `WITH locked AS MATERIALIZED (
-       SELECT id, last_seq FROM chat_sessions WHERE id = ANY($3::uuid[]) ORDER BY id FOR UPDATE
+       SELECT id, last_seq, (blocked_by_sender_at IS NOT NULL OR blocked_by_receiver_at IS NOT NULL) AS blocked
+         FROM chat_sessions WHERE id = ANY($3::uuid[]) ORDER BY id FOR UPDATE
      )
      SELECT 'message' AS kind, ${MESSAGE_COLUMNS} FROM chat_messages
       WHERE (sender_profile_id, client_msg_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))
      UNION ALL
-     SELECT 'session', id, NULL, last_seq, NULL, NULL, NULL, NULL, NULL, NULL FROM locked`,
+     SELECT 'session', id, NULL, last_seq, NULL, NULL, NULL, NULL, blocked, NULL FROM locked`,
     [items.map((i) => i.senderProfileId), items.map((i) => i.clientMessageId), sessionIds],
   );
   const existing = new Map(lookup.filter((r) => r.kind === 'message').map((r) => [`${r.sender_profile_id}|${r.client_msg_id}`, toMessage(r)]));
   const lastSeq = new Map(lookup.filter((r) => r.kind === 'session').map((r) => [r.id, Number(r.seq)]));
+  const blocked = new Set(lookup.filter((r) => r.kind === 'session' && r.delivered).map((r) => r.id));
 
   // Items whose key repeats inside this batch resolve like a repeat of the first one.
   const firstIndexByKey = new Map<string, number>();
@@ -351,6 +439,10 @@ async function appendInTransaction(
       const seq = lastSeq.get(item.sessionId);
       if (seq === undefined) {
         outcomes[i] = { ok: false, error: new ChatError('SESSION_NOT_FOUND', `session ${item.sessionId} does not exist`) };
+        continue;
+      }
+      if (blocked.has(item.sessionId)) {
+        outcomes[i] = { ok: false, error: new ChatError('PEER_BLOCKED', 'a participant has blocked this session: no new messages until the block is lifted') };
         continue;
       }
       lastSeq.set(item.sessionId, seq + 1);
