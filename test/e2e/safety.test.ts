@@ -3,6 +3,7 @@
  * and real STOMP clients, in-process on the embedded default.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ChatError } from '../../src/chat/chat-errors.js';
 import type { BusEnvelope, EventBus } from '../../src/chat/ports.js';
 import { newId, startTestApp, type TestApp, uniqueEmail } from '../support/test-app.js';
 import { connectStomp, type TestStompClient } from '../support/stomp-client.js';
@@ -67,6 +68,9 @@ describe('block', () => {
       const blocked = await t.call('POST', `/api/chat/${p.sessionId}/block`, { token: p.aliceToken });
       expect(blocked).toMatchObject({ status: 200, body: { blocked: true } });
     }
+    // However a client frames the empty request: no content type, an empty JSON body, or `{}`.
+    expect(await t.call('POST', `/api/chat/${p.sessionId}/block`, { token: p.aliceToken, rawBody: '' })).toMatchObject({ status: 200, body: { blocked: true } });
+    expect(await t.call('POST', `/api/chat/${p.sessionId}/block`, { token: p.aliceToken, body: {} })).toMatchObject({ status: 200, body: { blocked: true } });
     const refused = await send(p.bobToken, p.sessionId, 'let me in');
     expect(refused.status).toBe(403);
     expect(refused.headers.get('content-type')).toContain('application/problem+json');
@@ -83,9 +87,8 @@ describe('block', () => {
     expect(aliceSessions[0]).toMatchObject({ sessionId: p.sessionId, blockedByMe: true });
     expect(bobSessions[0]).toMatchObject({ sessionId: p.sessionId, blockedByMe: false });
 
-    for (let i = 0; i < 2; i++) {
-      expect(await t.call('DELETE', `/api/chat/${p.sessionId}/block`, { token: p.aliceToken })).toMatchObject({ status: 200, body: { blocked: false } });
-    }
+    expect(await t.call('DELETE', `/api/chat/${p.sessionId}/block`, { token: p.aliceToken })).toMatchObject({ status: 200, body: { blocked: false } });
+    expect(await t.call('DELETE', `/api/chat/${p.sessionId}/block`, { token: p.aliceToken, rawBody: '' })).toMatchObject({ status: 200, body: { blocked: false } });
     expect(await send(p.bobToken, p.sessionId, 'back again')).toMatchObject({ status: 201, body: { seq: 2 } });
     expect((await t.call('GET', '/api/chat/sessions', { token: p.aliceToken })).body.sessions[0]).toMatchObject({ blockedByMe: false });
   });
@@ -132,6 +135,7 @@ describe('block', () => {
       expect(res.body.code).toBe('NOT_A_PARTICIPANT');
     }
     expect((await t.call('POST', `/api/chat/${newId()}/block`, { token: carolToken })).body.code).toBe('SESSION_NOT_FOUND');
+    expect((await t.call('POST', `/api/chat/not-a-uuid/block`, { token: carolToken })).body).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
     expect((await t.call('POST', `/api/chat/${p.sessionId}/block`)).status).toBe(401);
   });
 });
@@ -256,5 +260,55 @@ describe('token refresh without reconnecting', () => {
     await expect.poll(() => alice.errors.length).toBe(1);
     expect(alice.errors[0]!.headers).toMatchObject({ code: 'IDENTITY_CHANGED', reconnect: 'false' });
     await expect.poll(() => alice.closed).toBe(true);
+  });
+});
+
+describe('block, for sends that went through the send queue', () => {
+  let q: TestApp;
+  /** Sends whose first store attempt fails as in an outage, so they spill into the send queue. */
+  const outageFor = new Set<string>();
+  const queueClients: TestStompClient[] = [];
+
+  beforeAll(async () => {
+    q = await startTestApp({}, {}, {
+      faults: {
+        sendChat: (chat) => ({
+          checkSend: (caller, input) => chat.checkSend(caller, input),
+          sendMessage: (caller, input) => {
+            if (typeof input.clientMessageId === 'string' && outageFor.delete(input.clientMessageId)) {
+              return Promise.reject(new ChatError('STORE_UNAVAILABLE', 'injected outage'));
+            }
+            return chat.sendMessage(caller, input);
+          },
+          repeatAckEnvelope: (caller, message) => chat.repeatAckEnvelope(caller, message),
+          sendFailedEnvelope: (caller, input, err) => chat.sendFailedEnvelope(caller, input, err),
+        }),
+      },
+    });
+  });
+  afterAll(async () => {
+    await Promise.all(queueClients.map((c) => c.close().catch(() => undefined)));
+    await q?.close();
+  });
+
+  it('refuses a queued send of the blocked peer with PEER_BLOCKED on /user/queue/error when it is stored', async () => {
+    const [alice, bob] = [uniqueEmail('alice'), uniqueEmail('bob')];
+    const [aliceToken, bobToken] = await Promise.all([q.token(alice), q.token(bob)]);
+    const sessionId = (await q.call('POST', '/api/chat/init', { token: aliceToken, body: { toEmail: bob, intent: 'dating' } })).body.sessionId as string;
+    const bobClient = await connectStomp({ baseUrl: q.url, token: bobToken, transport: 'ws' });
+    queueClients.push(bobClient);
+    await bobClient.subscribe('/user/queue/error');
+    await bobClient.subscribe('/user/queue/ack');
+    expect((await q.call('POST', `/api/chat/${sessionId}/block`, { token: aliceToken })).status).toBe(200);
+
+    const clientMessageId = newId();
+    outageFor.add(clientMessageId);
+    await bobClient.sendWithReceipt('/app/chat.send', { sessionId, content: 'through the queue', clientMessageId });
+    expect(outageFor.has(clientMessageId)).toBe(false); // the direct commit failed: it was queued
+    await expect.poll(() => bobClient.on('/user/queue/error').map((m) => m.body), { timeout: 10_000 }).toEqual([
+      expect.objectContaining({ code: 'PEER_BLOCKED', status: 403, clientMessageId }),
+    ]);
+    expect(bobClient.on('/user/queue/ack')).toEqual([]);
+    expect((await q.call('GET', `/api/chat/${sessionId}/history`, { token: aliceToken })).body.messages).toEqual([]);
   });
 });
