@@ -211,8 +211,16 @@ export class ChatService {
     const session = await this.participantSession(caller, sessionId);
     const { me, peer } = sides(session, caller.email);
     // A blocked session carries no typing either way. Read from the store, not the session cache: a
-    // block made through another instance must hold here at once.
-    if ((await this.deps.store.blockers(sessionId)).length > 0) return;
+    // block made through another instance must hold here at once. Without the store the block cannot
+    // be ruled out, and a typing signal is not worth an error: it is dropped.
+    let blockers: string[];
+    try {
+      blockers = await this.deps.store.blockers(sessionId);
+    } catch (err) {
+      if (err instanceof ChatError && err.status === 503) return;
+      throw err;
+    }
+    if (blockers.length > 0) return;
     const envelope: BusEnvelope = {
       recipients: [me.email, peer.email],
       event: {
