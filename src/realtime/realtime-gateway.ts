@@ -195,6 +195,8 @@ export class RealtimeGateway implements StompHandler {
     } catch (err) {
       throw new ChatError('UNAUTHENTICATED', `the new token was refused, the connection keeps its old one: ${err instanceof ChatError ? err.message : 'verification failed'}`, undefined, { cause: err });
     }
+    // The verifier allows for clock skew; a token already past its `exp` would end the connection at once.
+    if (verified.expiresAt.getTime() <= Date.now()) throw new ChatError('UNAUTHENTICATED', 'the new token has expired, the connection keeps its old one');
     if (verified.caller.email !== conn.caller!.email) {
       conn.fail(new ChatError('IDENTITY_CHANGED', 'the refreshed token names another user; connect again as that user'));
       return;

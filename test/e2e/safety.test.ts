@@ -244,8 +244,10 @@ describe('token refresh without reconnecting', () => {
     await alice.subscribe('/user/queue/error');
     await alice.sendWithReceipt('/app/auth.refresh', '', { authorization: 'Bearer not-a-jwt' });
     await alice.sendWithReceipt('/app/auth.refresh', '', { authorization: `Bearer ${await devIssuerToken(t, p.alice, -120)}` });
+    // Expired, though within the verifier's allowance for clock skew.
+    await alice.sendWithReceipt('/app/auth.refresh', '', { authorization: `Bearer ${await devIssuerToken(t, p.alice, -5)}` });
     await alice.sendWithReceipt('/app/auth.refresh', '');
-    await expect.poll(() => alice.on('/user/queue/error').map((m) => m.body.code)).toEqual(['UNAUTHENTICATED', 'UNAUTHENTICATED', 'UNAUTHENTICATED']);
+    await expect.poll(() => alice.on('/user/queue/error').map((m) => m.body.code)).toEqual(['UNAUTHENTICATED', 'UNAUTHENTICATED', 'UNAUTHENTICATED', 'UNAUTHENTICATED']);
     expect(alice.closed).toBe(false);
     // The first token still governs: the connection ends when it expires.
     await expect.poll(() => alice.errors.map((e) => e.headers.code), { timeout: 6000 }).toEqual(['TOKEN_EXPIRED']);
