@@ -313,6 +313,20 @@ export function describeMessageStoreContract(name: string, open: () => Promise<M
       await expect(fx.store.setBlocked(randomUUID(), session.a.profileId, true)).rejects.toMatchObject({ code: 'SESSION_NOT_FOUND' });
     });
 
+    it('keeps a session blocked while either participant still blocks it', async () => {
+      const session = await newSession();
+      await fx.store.setBlocked(session.id, session.a.profileId, true);
+      await fx.store.setBlocked(session.id, session.b.profileId, true);
+      expect((await fx.store.blockers(session.id)).sort()).toEqual([session.a.profileId, session.b.profileId].sort());
+      await fx.store.setBlocked(session.id, session.a.profileId, false);
+      expect(await fx.store.blockers(session.id)).toEqual([session.b.profileId]);
+      await expect(append(session)).rejects.toMatchObject({ code: 'PEER_BLOCKED' });
+      expect((await fx.store.listSessions(session.a.email, 10))[0]).toMatchObject({ blockedByMe: false });
+      expect((await fx.store.listSessions(session.b.email, 10))[0]).toMatchObject({ blockedByMe: true });
+      await fx.store.setBlocked(session.id, session.b.profileId, false);
+      expect((await append(session)).created).toBe(true);
+    });
+
     it('refuses, in a group-committed batch, only the sends into the blocked session', async () => {
       const [open, blocked] = [await newSession(), await newSession()];
       await fx.store.setBlocked(blocked.id, blocked.a.profileId, true);
