@@ -187,8 +187,9 @@ export class RealtimeGateway implements StompHandler {
    */
   private async refresh(conn: StompConnection, frame: StompFrame): Promise<void> {
     const authorization = header(frame, 'authorization') ?? header(frame, 'Authorization');
-    const token = authorization ? /^Bearer\s+(\S+)\s*$/i.exec(authorization)?.[1] : undefined;
-    if (!token) throw new ChatError('UNAUTHENTICATED', 'auth.refresh needs an authorization: Bearer <token> header');
+    // As at CONNECT: the bearer header, or the token as passcode.
+    const token = (authorization ? /^Bearer\s+(\S+)\s*$/i.exec(authorization)?.[1] : undefined) ?? header(frame, 'passcode');
+    if (!token) throw new ChatError('UNAUTHENTICATED', 'auth.refresh needs an authorization: Bearer <token> header (or the token as passcode)');
     let verified: VerifiedToken;
     try {
       verified = await this.deps.verifier.verify(token);

@@ -228,8 +228,10 @@ describe('token refresh without reconnecting', () => {
     const alice = await connect(await devIssuerToken(t, p.alice, 2));
     await alice.subscribe('/user/queue/error');
     await alice.subscribe('/user/queue/ack');
-    await alice.sendWithReceipt('/app/auth.refresh', '', { authorization: `Bearer ${await devIssuerToken(t, p.alice, 60)}` });
-    await new Promise((resolve) => setTimeout(resolve, 3000));
+    await alice.sendWithReceipt('/app/auth.refresh', '', { authorization: `Bearer ${await devIssuerToken(t, p.alice, 4)}` });
+    // As at CONNECT, the token may also come as passcode.
+    await alice.sendWithReceipt('/app/auth.refresh', '', { passcode: await devIssuerToken(t, p.alice, 60) });
+    await new Promise((resolve) => setTimeout(resolve, 4500));
     expect(alice.closed).toBe(false);
     expect(alice.errors).toEqual([]);
     const clientMessageId = newId();
