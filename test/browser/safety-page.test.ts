@@ -90,6 +90,7 @@ describe.skipIf(!!chromiumMissing)(`block, report and unread total on the web pa
     await expect.poll(() => texts(alice.page, '#block-toggle')).toEqual(['Unblock']);
     expect(await attributes(alice.page, '#composer-input', 'disabled')).toEqual(['']);
     await expect.poll(() => texts(alice.page, '.safety-status')).toEqual([expect.stringContaining('Blocked')]);
+    expect(await texts(alice.page, '.conversation__button .blocked-tag')).toEqual(['blocked']);
 
     // Bob's send is refused, and his page says so on the message.
     await signIn(bob.page, bobEmail, 'Bob');
@@ -113,6 +114,7 @@ describe.skipIf(!!chromiumMissing)(`block, report and unread total on the web pa
     // Unblocked, bob's next message arrives.
     await alice.page.getByRole('button', { name: 'Unblock', exact: true }).click();
     await expect.poll(() => texts(alice.page, '#block-toggle')).toEqual(['Block']);
+    expect(await texts(alice.page, '.conversation__button .blocked-tag')).toEqual([]);
     await composer(bob.page).fill('thanks for unblocking');
     await composer(bob.page).press('Enter');
     await expect.poll(() => texts(alice.page, '.message--theirs .message__text'), { timeout: 10_000 }).toEqual(['hi alice', 'are you there?', 'thanks for unblocking']);

@@ -68,6 +68,7 @@ export class ChatApp {
       blockChanged: (id, blocked) => {
         const session = this.sessions.get(id);
         if (session) session.blockedByMe = blocked;
+        this.renderList();
       },
     });
     this.main.replaceChildren(h('div', { class: 'layout' }, this.list.element, this.conversation.element));
