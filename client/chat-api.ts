@@ -4,7 +4,7 @@
  * the call, so an expired token is replaced without the caller noticing.
  */
 import { ChatClientError } from './chat-client-error.js';
-import type { ChatMessage, DevToken, HistoryPage, Problem, SessionInfo, SessionSummary, UnreadMessages } from './chat-types.js';
+import type { ChatMessage, DevToken, HistoryPage, Problem, SessionInfo, SessionSummary, UnreadMessages, UnreadTotals } from './chat-types.js';
 
 export interface ChatApiOptions {
   baseUrl: string;
@@ -60,6 +60,25 @@ export class ChatApi {
 
   markSeen(sessionId: string, upToSeq: number): Promise<{ sessionId: string; upToSeq: number; updated: number }> {
     return this.request('POST', `/api/chat/${encodeURIComponent(sessionId)}/seen`, { upToSeq });
+  }
+
+  /** Messages from others I have not seen, over all my sessions, and in how many sessions. */
+  unreadCount(): Promise<UnreadTotals> {
+    return this.request('GET', '/api/chat/unread-count');
+  }
+
+  /** Blocks the session: neither side can send into it, and the peer's typing stops reaching me. Idempotent. */
+  block(sessionId: string): Promise<{ blocked: boolean }> {
+    return this.request('POST', `/api/chat/${encodeURIComponent(sessionId)}/block`);
+  }
+
+  unblock(sessionId: string): Promise<{ blocked: boolean }> {
+    return this.request('DELETE', `/api/chat/${encodeURIComponent(sessionId)}/block`);
+  }
+
+  /** Reports the session, or one of its messages (its content is kept as it is now), to moderation. */
+  report(sessionId: string, reason: string, messageId?: string): Promise<{ reportId: string }> {
+    return this.request('POST', `/api/chat/${encodeURIComponent(sessionId)}/report`, { reason, ...(messageId ? { messageId } : {}) });
   }
 
   /** The REST send (the STOMP send of ChatClient is the usual path); idempotent on clientMessageId. */

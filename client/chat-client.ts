@@ -17,7 +17,7 @@
 import type { IMessage } from '@stomp/stompjs';
 import { ChatApi, type HistoryQuery } from './chat-api.js';
 import { ChatClientError } from './chat-client-error.js';
-import type { ChatMessage, HistoryPage, Problem, Receipt, SessionInfo, SessionSummary, TypingSignal, UnreadMessages } from './chat-types.js';
+import type { ChatMessage, HistoryPage, Problem, Receipt, SessionInfo, SessionSummary, TypingSignal, UnreadMessages, UnreadTotals } from './chat-types.js';
 import { backoffDelay, type BackoffOptions } from './backoff.js';
 import { PendingSends, type OutgoingMessage } from './pending-sends.js';
 import { SessionRecovery } from './session-recovery.js';
@@ -33,7 +33,10 @@ export interface ChatClientEvents {
   message: (message: ChatMessage) => void;
   /** The service stored one of my sends (from this or another of my connections). */
   ack: (message: ChatMessage) => void;
-  /** The peer's client received (`delivered`) or read (`seen`) my messages; or I read on another device. */
+  /**
+   * The peer's client received (`delivered`) or read (`seen`) my messages; or I read messages, on
+   * this device or another of mine (`readerEmail` is mine): clear what they counted as unread.
+   */
   receipt: (receipt: Receipt) => void;
   /** The peer started or stopped typing in an open session. */
   typing: (signal: TypingSignal) => void;
@@ -64,6 +67,12 @@ export interface ChatClientOptions {
   gapFillDelayMs?: number;
   /** Consecutive token refusals at CONNECT before giving up; default 3. */
   maxAuthFailures?: number;
+  /**
+   * How long before the connection's token expires to ask `tokenProvider` for a fresher one and
+   * hand it to the open connection (no reconnect); at most a fifth of the token's remaining life.
+   * Default 60 s.
+   */
+  tokenRefreshLeadMs?: number;
   /** STOMP debug lines. */
   debug?: (line: string) => void;
 }
@@ -105,6 +114,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
       connectTimeoutMs: options.connectTimeoutMs ?? 15_000,
       heartbeatMs: options.heartbeatMs ?? 10_000,
       maxAuthFailures: options.maxAuthFailures ?? 3,
+      tokenRefreshLeadMs: options.tokenRefreshLeadMs ?? 60_000,
       debug: options.debug,
     });
     this.sends = new PendingSends({
@@ -135,6 +145,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
       this.sends.pause();
       this.recovery.disconnected();
     });
+    this.link.on('tokenRefreshed', (token) => this.api.useToken(token));
     this.link.on('gaveUp', (error) => {
       this.closed = true;
       this.recovery.close();
@@ -255,6 +266,25 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     return this.api.unread(sessionId);
   }
 
+  /** Messages from others I have not seen, over all my sessions, and in how many sessions. */
+  unreadCount(): Promise<UnreadTotals> {
+    return this.api.unreadCount();
+  }
+
+  /** Blocks the session: neither side can send into it (PEER_BLOCKED), and the peer's typing stops. Idempotent. */
+  block(sessionId: string): Promise<{ blocked: boolean }> {
+    return this.api.block(sessionId);
+  }
+
+  unblock(sessionId: string): Promise<{ blocked: boolean }> {
+    return this.api.unblock(sessionId);
+  }
+
+  /** Reports the session, or one of its messages, to moderation. */
+  report(sessionId: string, reason: string, messageId?: string): Promise<{ reportId: string }> {
+    return this.api.report(sessionId, reason, messageId);
+  }
+
   // ---- incoming -------------------------------------------------------------------------------
 
   private onDeliveryFrame(frame: IMessage): void {
@@ -291,14 +321,9 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
         if (signal && signal.email !== this.userEmail) this.emit('typing', signal);
         return;
       }
-      case 'receipt': {
-        // The author gets receipts on /user/queue/receipts; from the topic only my own reads count
-        // (made on another device), so nothing is reported twice.
-        const receipt = parseJson<Receipt>(frame.body);
-        if (receipt && receipt.readerEmail === this.userEmail) this.emit('receipt', receipt);
-        return;
-      }
       default:
+        // Receipts come on /user/queue/receipts, mine (from any of my devices) included: the topic's
+        // copies would only repeat them.
         return;
     }
   }

@@ -52,6 +52,14 @@ export interface SessionSummary extends SessionInfo {
   lastSeq: number;
   lastMessage: ChatMessage | null;
   unreadCount: number;
+  /** I block this session: nobody can send into it until I unblock it. */
+  blockedByMe: boolean;
+}
+
+/** `GET /api/chat/unread-count`: messages from others I have not seen, and in how many sessions. */
+export interface UnreadTotals {
+  total: number;
+  sessions: number;
 }
 
 export interface HistoryPage {

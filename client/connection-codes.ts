@@ -29,6 +29,7 @@ export const CONNECTION_CODES = {
   HEARTBEAT_TIMEOUT: 'reconnect',
   IDLE_TIMEOUT: 'reconnect',
   TOKEN_EXPIRED: 'reconnect',
+  IDENTITY_CHANGED: 'terminal',
   SERVER_SHUTDOWN: 'reconnect',
   INTERNAL: 'reconnect',
   ORIGIN_NOT_ALLOWED: 'terminal',

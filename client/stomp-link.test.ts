@@ -24,6 +24,7 @@ function link(options: Partial<StompLinkOptions> & { server?: ScriptedStompServe
     connectTimeoutMs: 2_000,
     heartbeatMs: 0,
     maxAuthFailures: 3,
+    tokenRefreshLeadMs: 60_000,
     ...options,
   });
   links.push(l);

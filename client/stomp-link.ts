@@ -7,6 +7,10 @@
  * a new socket, sends it in CONNECT, makes every standing subscription again and is `connected`
  * (`up`) only once a RECEIPT proves they are live. A lost connection is retried with exponential
  * backoff and jitter; whether a STOMP ERROR ends the link is decided by `stompErrorOutcome` alone.
+ * Shortly before the connection's token expires (its `exp`, read without verifying: the service
+ * verifies), the link asks `tokenProvider` again and hands a fresher token to the open connection
+ * (SEND /app/auth.refresh), so a long-lived connection is not cut at every expiry; when the
+ * provider has nothing fresher, the connection ends with TOKEN_EXPIRED and reconnects as before.
  *
  * Must never happen: a callback of an old socket acting on the current one (every callback checks
  * that its attempt is still the current one).
@@ -61,6 +65,8 @@ export interface StompLinkOptions {
   heartbeatMs: number;
   /** Consecutive token refusals at CONNECT before giving up. */
   maxAuthFailures: number;
+  /** How long before the token's expiry to refresh it (at most a fifth of its remaining life). */
+  tokenRefreshLeadMs: number;
   debug?: (line: string) => void;
 }
 
@@ -74,6 +80,8 @@ export interface StompLinkEvents {
   error: (error: ChatClientError) => void;
   /** The link stopped for good (the service said not to come back, or refused the token too often). */
   gaveUp: (error: ChatClientError) => void;
+  /** The open connection took a fresher token (the service answered the refresh). */
+  tokenRefreshed: (token: string) => void;
 }
 
 /** A subscription the link keeps: made on every connection until unsubscribed. */
@@ -96,6 +104,8 @@ interface Standing {
 /** One socket and its STOMP session. */
 interface Attempt {
   readonly stomp: Client;
+  /** The token the connection is authenticated with now. */
+  token: string;
   /** CONNECTED arrived: frames can go out. */
   connected: boolean;
   /** And the standing subscriptions are confirmed. */
@@ -237,7 +247,7 @@ export class StompLink extends TypedEmitter<StompLinkEvents> {
       discardWebsocketOnCommFailure: true,
       debug: debug ?? noop,
     });
-    const attempt: Attempt = { stomp, connected: false, ready: false, subscriptions: new Map(), cleanups: new Set() };
+    const attempt: Attempt = { stomp, token, connected: false, ready: false, subscriptions: new Map(), cleanups: new Set() };
     this.current = attempt;
     stomp.onConnect = (frame) => void this.onConnected(attempt, frame);
     stomp.onStompError = (frame) => this.onStompError(attempt, frame);
@@ -270,6 +280,42 @@ export class StompLink extends TypedEmitter<StompLinkEvents> {
     this.everConnected = true;
     this.setState('connected', { attempt: 0 });
     this.emit('up');
+    this.scheduleTokenRefresh(attempt);
+  }
+
+  private scheduleTokenRefresh(attempt: Attempt): void {
+    const expiresAt = tokenExpiry(attempt.token);
+    if (expiresAt === undefined) return;
+    const remaining = expiresAt - Date.now();
+    if (remaining <= 0) return;
+    const lead = Math.min(this.options.tokenRefreshLeadMs, remaining / 5);
+    // setTimeout takes at most ~24.8 days; a token living longer is refreshed on a later connection.
+    if (remaining - lead >= 2 ** 31 - 1) return;
+    const timer = setTimeout(() => void this.refreshToken(attempt, expiresAt), remaining - lead);
+    attempt.cleanups.add(() => clearTimeout(timer));
+  }
+
+  private async refreshToken(attempt: Attempt, expiresAt: number): Promise<void> {
+    if (attempt !== this.current || !attempt.ready) return;
+    let token: string;
+    try {
+      token = await this.options.tokenProvider();
+    } catch {
+      return; // the connection ends at expiry and the reconnect asks again
+    }
+    const fresher = tokenExpiry(token);
+    if (attempt !== this.current || fresher === undefined || fresher <= expiresAt) return;
+    try {
+      await this.withReceipt(attempt, (receipt) =>
+        attempt.stomp.publish({ destination: '/app/auth.refresh', headers: { authorization: `Bearer ${token}`, receipt } }),
+      );
+    } catch {
+      return; // the connection closed meanwhile: the next one connects with a fresh token
+    }
+    if (attempt !== this.current) return;
+    attempt.token = token;
+    this.emit('tokenRefreshed', token);
+    this.scheduleTokenRefresh(attempt);
   }
 
   private onStompError(attempt: Attempt, frame: IFrame): void {
@@ -336,6 +382,26 @@ export class StompLink extends TypedEmitter<StompLinkEvents> {
       }
     });
   }
+}
+
+/** A JWT's `exp` in epoch milliseconds, undefined when it has none or is not a JWT. */
+export function tokenExpiry(token: string): number | undefined {
+  const payload = token.split('.')[1];
+  if (!payload) return undefined;
+  try {
+    const base64 = payload.replaceAll('-', '+').replaceAll('_', '/');
+    const json: unknown = JSON.parse(decodeBase64(base64.padEnd(Math.ceil(base64.length / 4) * 4, '=')));
+    const exp = (json as { exp?: unknown } | null)?.exp;
+    return typeof exp === 'number' && Number.isFinite(exp) ? exp * 1000 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** UTF-8 text of base64, in browsers and Node alike. */
+function decodeBase64(base64: string): string {
+  const binary = atob(base64);
+  return new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0)));
 }
 
 /** The service's `code` header when it sends one, else the code in front of "CODE: detail". */

@@ -5,7 +5,7 @@
 import { describe, expectTypeOf, it } from 'vitest';
 import type { ChatEvent, ChatMessageView } from '../src/chat/chat-events.js';
 import type { ChatService, HistoryPage as ServiceHistoryPage, ParticipantView, SessionListItem, SessionView } from '../src/chat/chat-service.js';
-import type { ChatMessage, HistoryPage, Participant, Receipt, SessionInfo, SessionSummary, TypingSignal, UnreadMessages } from './chat-types.js';
+import type { ChatMessage, HistoryPage, Participant, Receipt, SessionInfo, SessionSummary, TypingSignal, UnreadMessages, UnreadTotals } from './chat-types.js';
 
 type EventPayload<T extends ChatEvent['type'], K extends string> = Extract<ChatEvent, { type: T }> extends Record<K, infer P> ? P : never;
 
@@ -18,6 +18,7 @@ describe('SDK wire types', () => {
     expectTypeOf<HistoryPage>().toEqualTypeOf<ServiceHistoryPage>();
     expectTypeOf<UnreadMessages>().toEqualTypeOf<Awaited<ReturnType<ChatService['unread']>>>();
     expectTypeOf<Receipt>().toEqualTypeOf<EventPayload<'receipt', 'receipt'>>();
+    expectTypeOf<UnreadTotals>().toEqualTypeOf<Awaited<ReturnType<ChatService['unreadCount']>>>();
     expectTypeOf<TypingSignal>().toEqualTypeOf<EventPayload<'typing', 'typing'>>();
   });
 });

@@ -110,6 +110,22 @@ export function describeEventBusContract(name: string, open: () => Promise<BusFi
       expect(inboxes[1].count(envelope)).toBe(1);
     });
 
+    it('accepts an event with no recipients (a report, for moderation only) and delivers it nowhere, alone or in a batch', async () => {
+      const [alice, bob] = [newUser(), newUser()];
+      await buses[0].addInterest(alice);
+      await buses[1].addInterest(bob);
+      const nobody = envelopeFor();
+      await buses[2].publish(nobody);
+      await buses[2].publishBatch([envelopeFor()]);
+      const batch = [envelopeFor(alice), nobody, envelopeFor(bob)];
+      await buses[2].publishBatch(batch);
+      await inboxes[0].toReceive(batch[0]!);
+      await inboxes[1].toReceive(batch[2]!);
+      await flush(buses[2], inboxes[0], alice);
+      await flush(buses[2], inboxes[1], bob);
+      for (const inbox of inboxes) expect(inbox.received.filter((e) => e.recipients.length === 0)).toEqual([]);
+    });
+
     it('publishBatch hands each instance exactly the events of its interested users, each once and in order', async () => {
       const [alice, bob, carol, dave] = [newUser(), newUser(), newUser(), newUser()];
       await buses[0].addInterest(alice);

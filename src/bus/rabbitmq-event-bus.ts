@@ -198,6 +198,8 @@ export class RabbitMqEventBus implements EventBus {
       bytes = 0;
     };
     for (const envelope of envelopes) {
+      // Nobody to route to (a report, for moderation only): riding along would only cost bytes.
+      if (envelope.recipients.length === 0) continue;
       const json = JSON.stringify(envelope);
       const full = parts.length >= MAX_BATCH_EVENTS || bytes + json.length > MAX_BATCH_BYTES || keys.size + envelope.recipients.length > MAX_BATCH_KEYS;
       if (full && parts.length > 0) flush();

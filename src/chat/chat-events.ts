@@ -44,6 +44,24 @@ export type ChatEvent =
       sessionId: string;
       destinations: Destination[];
       typing: { sessionId: string; email: string; typing: boolean };
+    }
+  | {
+      /** For moderation (webhooks), written through the outbox with the report; delivered to no connection. */
+      type: 'report';
+      sessionId: string;
+      destinations: [];
+      report: ReportView;
     };
+
+/** A participant's report of a session or one of its messages, with the message's content as it was then. */
+export interface ReportView {
+  reportId: string;
+  sessionId: string;
+  reporterEmail: string;
+  messageId: string | null;
+  reason: string;
+  content: string | null;
+  createdAt: string;
+}
 
 export const sessionTopic = (sessionId: string): string => `/topic/session.${sessionId}`;

@@ -5,9 +5,9 @@
  */
 import type { Caller } from './caller.js';
 import { ChatError } from './chat-errors.js';
-import { type ChatMessageView, type Destination, sessionTopic } from './chat-events.js';
+import { type ChatMessageView, type Destination, type ReportView, sessionTopic } from './chat-events.js';
 import { toProblem } from './problem.js';
-import type { BusEnvelope, Clock, EventBus, MessageRecord, MessageStore, Participant, ProfileDirectory, SessionRecord } from './ports.js';
+import type { BusEnvelope, Clock, EventBus, MessageRecord, MessageStore, Participant, ProfileDirectory, ReportRecord, SessionRecord } from './ports.js';
 import { normalizeEmail, requireContent, requireEmail, requireIntent, requireSeq, requireUuid } from './validation.js';
 
 export interface SendMessageInput {
@@ -43,9 +43,11 @@ export interface SessionListItem extends SessionView {
   lastSeq: number;
   lastMessage: ChatMessageView | null;
   unreadCount: number;
+  blockedByMe: boolean;
 }
 
 const MAX_PAGE = 200;
+const MAX_REASON_CHARS = 1000;
 const SESSION_CACHE_MAX = 10_000;
 
 export interface ChatServiceDeps {
@@ -208,6 +210,17 @@ export class ChatService {
     if (typeof typingInput !== 'boolean') throw new ChatError('VALIDATION_FAILED', 'typing must be true or false', { field: 'typing' });
     const session = await this.participantSession(caller, sessionId);
     const { me, peer } = sides(session, caller.email);
+    // A blocked session carries no typing either way. Read from the store, not the session cache: a
+    // block made through another instance must hold here at once. Without the store the block cannot
+    // be ruled out, and a typing signal is not worth an error: it is dropped.
+    let blockers: string[];
+    try {
+      blockers = await this.deps.store.blockers(sessionId);
+    } catch (err) {
+      if (err instanceof ChatError && err.status === 503) return;
+      throw err;
+    }
+    if (blockers.length > 0) return;
     const envelope: BusEnvelope = {
       recipients: [me.email, peer.email],
       event: {
@@ -227,15 +240,52 @@ export class ChatService {
 
   async listSessions(caller: Caller, limit = MAX_PAGE): Promise<SessionListItem[]> {
     const summaries = await this.deps.store.listSessions(caller.email, limit);
-    return summaries.map(({ session, lastMessage, unreadCount }) => {
+    return summaries.map(({ session, lastMessage, unreadCount, blockedByMe }) => {
       this.remember(session);
       return {
         ...sessionView(session, caller.email),
         lastSeq: session.lastSeq,
         lastMessage: lastMessage ? messageView(session, lastMessage) : null,
         unreadCount,
+        blockedByMe,
       };
     });
+  }
+
+  /**
+   * Blocks (or unblocks) the session for the caller; idempotent. While either participant blocks
+   * it, neither can send into it (the store refuses in the send's own transaction) and no typing
+   * crosses it; both can still read its history and mark it seen (docs/adr/0016).
+   */
+  async setBlocked(caller: Caller, sessionIdInput: unknown, blocked: boolean): Promise<{ blocked: boolean }> {
+    const sessionId = requireUuid('sessionId', sessionIdInput);
+    const session = await this.participantSession(caller, sessionId);
+    const { me } = sides(session, caller.email);
+    await this.deps.store.setBlocked(sessionId, me.profileId, blocked);
+    return { blocked };
+  }
+
+  /** Stores a participant's report, with the reported message's content as it is now, and its event for moderation. */
+  async report(caller: Caller, sessionIdInput: unknown, input: { messageId?: unknown; reason: unknown }): Promise<{ reportId: string }> {
+    const sessionId = requireUuid('sessionId', sessionIdInput);
+    const messageId = input.messageId === undefined || input.messageId === null ? null : requireUuid('messageId', input.messageId);
+    const reason = requireContent(input.reason, MAX_REASON_CHARS, 'reason');
+    const session = await this.participantSession(caller, sessionId);
+    const { me } = sides(session, caller.email);
+    const report = await this.deps.store.report({
+      sessionId,
+      reporterProfileId: me.profileId,
+      reporterEmail: me.email,
+      messageId,
+      reason,
+      toEvent: (stored) => ({ recipients: [], event: { type: 'report', sessionId, destinations: [], report: reportView(stored) } }),
+    });
+    return { reportId: report.id };
+  }
+
+  /** Messages from others the caller has not seen, over all its sessions, and how many sessions have any. */
+  async unreadCount(caller: Caller): Promise<{ total: number; sessions: number }> {
+    return this.deps.store.unreadTotals(caller.email);
   }
 
   /**
@@ -298,6 +348,18 @@ function messageView(session: SessionRecord, m: MessageRecord): ChatMessageView 
   };
 }
 
+function reportView(r: ReportRecord): ReportView {
+  return {
+    reportId: r.id,
+    sessionId: r.sessionId,
+    reporterEmail: r.reporterEmail,
+    messageId: r.messageId,
+    reason: r.reason,
+    content: r.content,
+    createdAt: r.createdAt.toISOString(),
+  };
+}
+
 function messageEnvelope(session: SessionRecord, sender: Participant, receiver: Participant, m: MessageRecord): BusEnvelope {
   const destinations: Destination[] = [
     { topic: sessionTopic(session.id) },
@@ -315,12 +377,15 @@ function receiptEnvelope(
   messages: ReadonlyArray<{ id: string; seq: number }>,
 ): BusEnvelope {
   const upToSeq = messages.reduce((max, m) => Math.max(max, m.seq), 0);
+  const destinations: Destination[] = [{ topic: sessionTopic(session.id) }, { user: author.email, queue: 'receipts' }];
+  // What one device read, every other device of the reader clears too.
+  if (status === 'seen') destinations.push({ user: reader.email, queue: 'receipts' });
   return {
     recipients: [reader.email, author.email],
     event: {
       type: 'receipt',
       sessionId: session.id,
-      destinations: [{ topic: sessionTopic(session.id) }, { user: author.email, queue: 'receipts' }],
+      destinations,
       receipt: { sessionId: session.id, readerEmail: reader.email, upToSeq, status, messageIds: messages.map((m) => m.id) },
     },
   };

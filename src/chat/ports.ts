@@ -283,6 +283,31 @@ export interface SessionSummary {
   readonly lastMessage: MessageRecord | undefined;
   /** Messages from the other participant the caller has not seen. */
   readonly unreadCount: number;
+  /** The caller blocks the session (the other participant may block it too; that is not told). */
+  readonly blockedByMe: boolean;
+}
+
+/** A stored report, as `report` returns it. */
+export interface ReportRecord {
+  readonly id: string;
+  readonly sessionId: string;
+  readonly reporterProfileId: string;
+  readonly reporterEmail: string;
+  readonly messageId: string | null;
+  readonly reason: string;
+  /** The reported message's content when the report was made; null without a message. */
+  readonly content: string | null;
+  readonly createdAt: Date;
+}
+
+export interface NewReport {
+  readonly sessionId: string;
+  readonly reporterProfileId: string;
+  readonly reporterEmail: string;
+  readonly messageId: string | null;
+  readonly reason: string;
+  /** Builds the outbox event once the report is stored; written in the same transaction. */
+  readonly toEvent: (report: ReportRecord) => BusEnvelope;
 }
 
 export interface ReceiptUpdate {
@@ -301,6 +326,16 @@ export interface ReceiptUpdate {
  *   content differ throws `ChatError('IDEMPOTENCY_KEY_REUSED')`. Unknown session →
  *   `ChatError('SESSION_NOT_FOUND')`; store unreachable → `ChatError('STORE_UNAVAILABLE')` with
  *   nothing written. Implementations may group-commit concurrent appends in one transaction.
+ *   While either participant blocks the session, a new message (not a repeat) is refused with
+ *   `ChatError('PEER_BLOCKED')`, decided in the append's own transaction, so a block committed by
+ *   any instance refuses every append that commits after it (docs/adr/0016).
+ * - `setBlocked` records (or lifts) the block of one participant; idempotent. Unknown session →
+ *   `SESSION_NOT_FOUND`. `blockers` returns the profile ids of the participants blocking it now.
+ * - `report` stores a report, with the content of `messageId` (which must be a message of the
+ *   session, else `ChatError('MESSAGE_NOT_FOUND')`) as it is now, and the event `toEvent` builds in
+ *   the same transaction.
+ * - `unreadTotals(email)`: across every session of `email`, the messages from the other participant
+ *   it has not seen, and how many sessions have any.
  * - `history` returns up to `limit` messages ordered by seq descending: with `beforeSeq`, those just
  *   below it; with `afterSeq`, the `limit` lowest above it (still returned newest first).
  * - `markSeen` sets seen (and delivered) on the other participant's messages with seq ≤ upToSeq;
@@ -311,6 +346,10 @@ export interface MessageStore {
   upsertSession(input: { a: Participant; b: Participant; intent: string }): Promise<SessionRecord>;
   getSession(sessionId: string): Promise<SessionRecord | undefined>;
   appendMessage(cmd: AppendMessage): Promise<{ message: MessageRecord; created: boolean }>;
+  setBlocked(sessionId: string, blockerProfileId: string, blocked: boolean): Promise<void>;
+  blockers(sessionId: string): Promise<string[]>;
+  report(input: NewReport): Promise<ReportRecord>;
+  unreadTotals(email: string): Promise<{ total: number; sessions: number }>;
   history(sessionId: string, page: { limit: number; beforeSeq?: number; afterSeq?: number }): Promise<MessageRecord[]>;
   unseen(sessionId: string, readerProfileId: string, limit: number): Promise<{ count: number; messages: MessageRecord[] }>;
   markSeen(

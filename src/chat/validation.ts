@@ -46,19 +46,20 @@ export function requireIntent(field: string, value: unknown): string {
   return value;
 }
 
-export function requireContent(value: unknown, maxChars: number): string {
-  if (typeof value !== 'string') throw new ChatError('VALIDATION_FAILED', 'content must be a string', { field: 'content' });
-  requireWellFormed('content', value);
-  if (hasControlCharacter(value)) throw new ChatError('INVALID_CONTENT', 'content must not contain control characters other than tab and line breaks', { field: 'content' });
+/** Message text (and other free text with the same rules, such as a report's reason, named by `field`). */
+export function requireContent(value: unknown, maxChars: number, field = 'content'): string {
+  if (typeof value !== 'string') throw new ChatError('VALIDATION_FAILED', `${field} must be a string`, { field });
+  requireWellFormed(field, value);
+  if (hasControlCharacter(value)) throw new ChatError('INVALID_CONTENT', `${field} must not contain control characters other than tab and line breaks`, { field });
   // The embedded database's reader drops a leading byte order mark: it would be stored one way and
   // read back another. No one types one; it only arrives pasted from a file.
-  if (value.startsWith('\uFEFF')) throw new ChatError('INVALID_CONTENT', 'content must not start with a byte order mark (U+FEFF)', { field: 'content' });
+  if (value.startsWith('\uFEFF')) throw new ChatError('INVALID_CONTENT', `${field} must not start with a byte order mark (U+FEFF)`, { field });
   // Characters are code points, so an emoji counts once, as a user would count it.
   let chars = 0;
   for (const _ of value) {
-    if (++chars > maxChars) throw new ChatError('CONTENT_TOO_LONG', `content must be at most ${maxChars} characters`, { field: 'content', maxChars });
+    if (++chars > maxChars) throw new ChatError('CONTENT_TOO_LONG', `${field} must be at most ${maxChars} characters`, { field, maxChars });
   }
-  if (!hasVisibleCharacter(value)) throw new ChatError('CONTENT_EMPTY', 'content must contain at least one visible character', { field: 'content' });
+  if (!hasVisibleCharacter(value)) throw new ChatError('CONTENT_EMPTY', `${field} must contain at least one visible character`, { field });
   return value;
 }
 

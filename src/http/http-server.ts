@@ -29,6 +29,7 @@ import {
   InitChatBody,
   LegacyHistoryQuery,
   LegacyUnreadQuery,
+  ReportBody,
   SeenBody,
   SessionParams,
   UnreadQuery,
@@ -90,7 +91,7 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
   const anyOrigin = deps.allowedOrigins.includes('*');
   void app.register(cors, {
     origin: anyOrigin ? true : [...deps.allowedOrigins],
-    methods: ['GET', 'POST'],
+    methods: ['GET', 'POST', 'DELETE'],
     allowedHeaders: ['authorization', 'content-type', 'x-request-id'],
     maxAge: 600,
   });
@@ -168,6 +169,24 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
       );
 
       api.get('/chat/sessions', async (request) => ({ sessions: await deps.chat.listSessions(caller(request)) }));
+      api.get('/chat/unread-count', async (request) => deps.chat.unreadCount(caller(request)));
+
+      void api.register(async (scope) => {
+        // Block and unblock take no body; one a client sends anyway (often an empty one labelled
+        // JSON, which Fastify's parser refuses) is ignored rather than failing the request.
+        scope.removeContentTypeParser('application/json');
+        scope.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, _body, done) => done(null, undefined));
+        const blocks = scope.withTypeProvider<TypeBoxTypeProvider>();
+        blocks.post('/chat/:sessionId/block', { schema: { params: SessionParams } }, async (request) =>
+          deps.chat.setBlocked(caller(request), request.params.sessionId, true),
+        );
+        blocks.delete('/chat/:sessionId/block', { schema: { params: SessionParams } }, async (request) =>
+          deps.chat.setBlocked(caller(request), request.params.sessionId, false),
+        );
+      });
+      api.post('/chat/:sessionId/report', { schema: { params: SessionParams, body: ReportBody } }, async (request, reply) =>
+        reply.code(202).send(await deps.chat.report(caller(request), request.params.sessionId, request.body)),
+      );
     },
     { prefix: '/api' },
   );

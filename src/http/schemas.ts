@@ -52,6 +52,11 @@ export const LegacyUnreadQuery = Type.Object(
   { additionalProperties: false },
 );
 
+export const ReportBody = Type.Object(
+  { messageId: Type.Optional(Type.Union([Type.String({ maxLength: 64 }), Type.Null()])), reason: Type.String() },
+  { additionalProperties: false },
+);
+
 export const SeenBody = Type.Object({ upToSeq: Type.Integer({ minimum: 0 }) }, { additionalProperties: false });
 
 export const DevTokenBody = Type.Object(

@@ -151,6 +151,7 @@ export class RealtimeGateway implements StompHandler {
   async send(conn: StompConnection, destination: string, frame: StompFrame): Promise<void> {
     const caller = conn.caller!;
     if (!destination.startsWith('/app/')) throw new ChatError('DESTINATION_FORBIDDEN', 'clients may SEND only to /app/** destinations');
+    if (destination === '/app/auth.refresh') return this.refresh(conn, frame);
     const body = parseJsonBody(frame);
     switch (destination) {
       case '/app/chat.send': {
@@ -182,6 +183,32 @@ export class RealtimeGateway implements StompHandler {
       default:
         throw new ChatError('UNKNOWN_DESTINATION', `no such destination ${destination}`);
     }
+  }
+
+  /**
+   * A fresh token on an open connection (the frame's `authorization: Bearer` header), so a client
+   * keeps its connection past its old token's expiry. A token the verifier refuses changes nothing
+   * (the old expiry stays) and is refused like any frame; one for another user ends the connection:
+   * a connection is one user's from CONNECT to close, and its subscriptions were authorised for them.
+   */
+  private async refresh(conn: StompConnection, frame: StompFrame): Promise<void> {
+    const authorization = header(frame, 'authorization') ?? header(frame, 'Authorization');
+    // As at CONNECT: the bearer header, or the token as passcode.
+    const token = (authorization ? /^Bearer\s+(\S+)\s*$/i.exec(authorization)?.[1] : undefined) ?? header(frame, 'passcode');
+    if (!token) throw new ChatError('UNAUTHENTICATED', 'auth.refresh needs an authorization: Bearer <token> header (or the token as passcode)');
+    let verified: VerifiedToken;
+    try {
+      verified = await this.deps.verifier.verify(token);
+    } catch (err) {
+      throw new ChatError('UNAUTHENTICATED', `the new token was refused, the connection keeps its old one: ${err instanceof ChatError ? err.message : 'verification failed'}`, undefined, { cause: err });
+    }
+    // The verifier allows for clock skew; a token already past its `exp` would end the connection at once.
+    if (verified.expiresAt.getTime() <= Date.now()) throw new ChatError('UNAUTHENTICATED', 'the new token has expired, the connection keeps its old one');
+    if (verified.caller.email !== conn.caller!.email) {
+      conn.fail(new ChatError('IDENTITY_CHANGED', 'the refreshed token names another user; connect again as that user'));
+      return;
+    }
+    conn.reauthenticated(verified.caller, verified.expiresAt);
   }
 
   async acked(conn: StompConnection, _sub: Subscription, tokens: readonly unknown[]): Promise<void> {
@@ -292,6 +319,8 @@ function bodyOf(event: ChatEvent): unknown {
       return event.typing;
     case 'error':
       return event.error;
+    case 'report':
+      return event.report;
   }
 }
 

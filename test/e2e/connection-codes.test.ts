@@ -143,6 +143,13 @@ describe('at CONNECT and on the frames after it', () => {
     expectEnded(await run.ended, 'TOKEN_EXPIRED', 'stompjs connected with a token that lives 2 s');
   });
 
+  it('IDENTITY_CHANGED (terminal): SEND /app/auth.refresh with another user\u2019s token', async () => {
+    const run = stompjs(t, { token: await t.token(uniqueEmail('first')) });
+    await run.connected;
+    run.client.publish({ destination: '/app/auth.refresh', headers: { authorization: `Bearer ${await t.token(uniqueEmail('second'))}` } });
+    expectEnded(await run.ended, 'IDENTITY_CHANGED', 'stompjs refreshing its connection with a token for another user');
+  });
+
   it('UNSUPPORTED_VERSION (terminal): a client that speaks only STOMP 1.0', async () => {
     expectEnded(await stompjs(t, { token: await t.token(uniqueEmail('old')), versions: ['1.0'] }).ended, 'UNSUPPORTED_VERSION', 'stompjs with stompVersions 1.0');
   });

@@ -17,6 +17,8 @@ export class ChatApp {
   private list: ConversationListView | undefined;
   private conversation: ConversationView | undefined;
   private readonly sessions = new Map<string, SessionSummary>();
+  /** Unread messages in sessions beyond the listed ones (the list holds the 200 most recent). */
+  private unreadElsewhere = 0;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
@@ -61,7 +63,14 @@ export class ChatApp {
     this.sessions.clear();
 
     this.list = new ConversationListView({ open: (id) => void this.open(id), start: (email, intent) => this.startChat(email, intent) });
-    this.conversation = new ConversationView(client, { seen: (id, upToSeq) => this.seen(id, upToSeq) });
+    this.conversation = new ConversationView(client, {
+      seen: (id, upToSeq) => this.seen(id, upToSeq),
+      blockChanged: (id, blocked) => {
+        const session = this.sessions.get(id);
+        if (session) session.blockedByMe = blocked;
+        this.renderList();
+      },
+    });
     this.main.replaceChildren(h('div', { class: 'layout' }, this.list.element, this.conversation.element));
     this.signOutButton.hidden = false;
     this.who.textContent = signIn.kind === 'dev' ? `${signIn.displayName || signIn.email}` : '';
@@ -105,6 +114,8 @@ export class ChatApp {
     this.conversation?.leave();
     this.conversation = undefined;
     this.list = undefined;
+    this.unreadElsewhere = 0;
+    this.showUnreadInTitle();
     await client?.close();
   }
 
@@ -126,7 +137,7 @@ export class ChatApp {
     if (!client) return;
     try {
       const session = await client.initSession(email, intent);
-      if (!this.sessions.has(session.sessionId)) this.sessions.set(session.sessionId, { ...session, lastSeq: 0, lastMessage: null, unreadCount: 0 });
+      if (!this.sessions.has(session.sessionId)) this.sessions.set(session.sessionId, { ...session, lastSeq: 0, lastMessage: null, unreadCount: 0, blockedByMe: false });
       await this.open(session.sessionId);
     } catch (err) {
       throw new Error(describeError(err as Error), { cause: err });
@@ -182,8 +193,9 @@ export class ChatApp {
     const client = this.client;
     if (!client) return;
     let fresh: SessionSummary[];
+    let totals: { total: number };
     try {
-      fresh = await client.listSessions();
+      [fresh, totals] = await Promise.all([client.listSessions(), client.unreadCount()]);
     } catch (err) {
       if (client === this.client) this.notices.error(`Could not load conversations: ${describeError(err as Error)}`, { transient: isConnectivityError(err) });
       return;
@@ -198,10 +210,19 @@ export class ChatApp {
       // Messages after this snapshot arrive as events; a session already tracked keeps its place.
       if (client.lastSeq(s.sessionId) === undefined) client.trackSession(s.sessionId, s.lastSeq);
     }
+    this.unreadElsewhere = Math.max(0, totals.total - fresh.reduce((sum, s) => sum + s.unreadCount, 0));
     this.renderList();
   }
 
   private renderList(): void {
     this.list?.render([...this.sessions.values()], this.conversation?.sessionId);
+    this.showUnreadInTitle();
+  }
+
+  /** "(3) Chat": every unread message, kept live by the same events that move the list's badges. */
+  private showUnreadInTitle(): void {
+    let total = this.client ? this.unreadElsewhere : 0;
+    if (this.client) for (const s of this.sessions.values()) total += s.unreadCount;
+    document.title = total > 0 ? `(${total > 999 ? '999+' : total}) Chat` : 'Chat';
   }
 }

@@ -88,7 +88,14 @@ export class ConversationListView {
     const button = h(
       'button',
       { type: 'button', class: 'conversation__button', 'aria-current': active ? 'true' : undefined, 'data-session-id': session.sessionId },
-      h('span', { class: 'conversation__top' }, h('span', { class: 'conversation__name' }, name), h('span', { class: 'intent' }, session.intent), badge),
+      h(
+        'span',
+        { class: 'conversation__top' },
+        h('span', { class: 'conversation__name' }, name),
+        h('span', { class: 'intent' }, session.intent),
+        session.blockedByMe ? h('span', { class: 'intent blocked-tag' }, 'blocked') : null,
+        badge,
+      ),
       h('span', { class: 'conversation__last' }, lastText),
       last ? h('time', { class: 'conversation__time', datetime: last.sentAt }, shortTime(last.sentAt)) : null,
     );

@@ -1,7 +1,8 @@
 /**
  * One open conversation: its history (paging back with the `before` cursor as the user scrolls
  * up), live messages, my sends with their sending/sent/delivered/seen ticks, the peer's typing
- * indicator, and the composer (Enter sends, Shift+Enter is a new line).
+ * indicator, the composer (Enter sends, Shift+Enter is a new line), and in its header Block /
+ * Unblock and Report (the conversation, with the peer's latest message shown).
  *
  * Messages are kept by seq and drawn in seq order, so history pages, live events and acks can
  * arrive in any order and never show twice. My sends are keyed by clientMessageId, so the bubble
@@ -29,6 +30,8 @@ interface Outgoing {
 export interface ConversationCallbacks {
   /** The user has read the peer's messages up to this seq. */
   seen(sessionId: string, upToSeq: number): void;
+  /** The user blocked or unblocked the conversation. */
+  blockChanged(sessionId: string, blocked: boolean): void;
 }
 
 export class ConversationView {
@@ -55,6 +58,18 @@ export class ConversationView {
   private readonly input = h('textarea', { id: 'composer-input', name: 'message', rows: 2, maxlength: 4000, placeholder: 'Write a message…', 'aria-describedby': 'composer-hint' });
   private readonly sendButton = h('button', { type: 'submit' }, 'Send');
   private readonly placeholder = h('p', { class: 'placeholder' }, 'Choose a conversation, or start a new one.');
+  private readonly blockButton = h('button', { type: 'button', class: 'link-button', id: 'block-toggle' }, 'Block');
+  private readonly reportButton = h('button', { type: 'button', class: 'link-button', id: 'report-open' }, 'Report');
+  private readonly reportReason = h('textarea', { id: 'report-reason', name: 'reason', rows: 2, maxlength: 1000, required: true, placeholder: 'What is wrong?' });
+  private readonly reportForm = h(
+    'form',
+    { class: 'report-form', 'aria-label': 'Report this conversation', hidden: true },
+    h('label', { for: 'report-reason' }, 'Report this conversation (with their latest message shown) to moderators'),
+    this.reportReason,
+    h('span', { class: 'report-form__buttons' }, h('button', { type: 'submit' }, 'Send report'), h('button', { type: 'button', class: 'link-button', id: 'report-cancel' }, 'Cancel')),
+  );
+  private readonly safetyStatus = h('p', { class: 'hint safety-status', role: 'status', 'aria-live': 'polite' });
+  private blocked = false;
   private readonly pane: HTMLElement;
 
   constructor(
@@ -73,7 +88,14 @@ export class ConversationView {
     this.pane = h(
       'section',
       { class: 'conversation-pane', 'aria-labelledby': 'conversation-title', hidden: true },
-      h('header', { class: 'conversation-pane__header' }, this.title, this.subtitle),
+      h(
+        'header',
+        { class: 'conversation-pane__header' },
+        h('div', { class: 'conversation-pane__heading' }, this.title, this.subtitle),
+        h('div', { class: 'conversation-pane__actions' }, this.blockButton, this.reportButton),
+      ),
+      this.reportForm,
+      this.safetyStatus,
       this.scroller,
       this.typingLine,
       composer,
@@ -92,6 +114,16 @@ export class ConversationView {
     });
     this.input.addEventListener('input', () => this.typed());
     this.olderButton.addEventListener('click', () => void this.loadOlder());
+    this.blockButton.addEventListener('click', () => void this.toggleBlock());
+    this.reportButton.addEventListener('click', () => {
+      this.reportForm.hidden = false;
+      this.reportReason.focus();
+    });
+    this.reportForm.querySelector('#report-cancel')!.addEventListener('click', () => this.closeReport());
+    this.reportForm.addEventListener('submit', (event) => {
+      event.preventDefault();
+      void this.sendReport();
+    });
     this.scroller.addEventListener('scroll', () => {
       if (this.scroller.scrollTop < 40 && this.olderCursor !== null) void this.loadOlder();
     });
@@ -102,7 +134,7 @@ export class ConversationView {
   }
 
   /** Shows a conversation: the newest page of history, then live from there. */
-  async open(session: SessionInfo): Promise<void> {
+  async open(session: SessionInfo & { blockedByMe?: boolean }): Promise<void> {
     if (this.session) this.leave();
     const opening = ++this.openCount;
     this.session = session;
@@ -117,6 +149,9 @@ export class ConversationView {
     this.subtitle.textContent = session.peer.displayName && session.peer.displayName !== session.peer.email ? `${session.peer.email} · ${session.intent}` : session.intent;
     this.placeholder.hidden = true;
     this.pane.hidden = false;
+    this.closeReport();
+    this.safetyStatus.textContent = '';
+    this.showBlocked(session.blockedByMe === true);
     this.olderStatus.textContent = 'Loading messages…';
     this.olderButton.hidden = true;
     this.input.focus();
@@ -210,6 +245,56 @@ export class ConversationView {
         this.render();
       },
     );
+  }
+
+  private showBlocked(blocked: boolean): void {
+    this.blocked = blocked;
+    this.blockButton.textContent = blocked ? 'Unblock' : 'Block';
+    this.blockButton.setAttribute('aria-pressed', String(blocked));
+    this.input.disabled = blocked;
+    this.sendButton.disabled = blocked;
+    this.input.placeholder = blocked ? 'You blocked this conversation. Unblock it to write again.' : 'Write a message…';
+  }
+
+  private async toggleBlock(): Promise<void> {
+    const session = this.session;
+    if (!session) return;
+    const blocking = !this.blocked;
+    if (blocking && !window.confirm(`Block ${session.peer.displayName || session.peer.email}? Neither of you can send messages here until you unblock.`)) return;
+    this.blockButton.disabled = true;
+    try {
+      const { blocked } = blocking ? await this.client.block(session.sessionId) : await this.client.unblock(session.sessionId);
+      if (this.session?.sessionId !== session.sessionId) return;
+      this.showBlocked(blocked);
+      if (blocked) this.stopTyping();
+      this.safetyStatus.textContent = blocked ? 'Blocked. They cannot send you messages here.' : 'Unblocked.';
+      this.callbacks.blockChanged(session.sessionId, blocked);
+    } catch (err) {
+      this.safetyStatus.textContent = `Could not ${blocking ? 'block' : 'unblock'}: ${describeError(err as Error)}`;
+    } finally {
+      this.blockButton.disabled = false;
+    }
+  }
+
+  private closeReport(): void {
+    this.reportForm.hidden = true;
+    this.reportReason.value = '';
+  }
+
+  private async sendReport(): Promise<void> {
+    const session = this.session;
+    const reason = this.reportReason.value;
+    if (!session || reason.trim() === '') return;
+    let latest: ChatMessage | undefined;
+    for (const m of this.messages.values()) if (!this.mine(m) && (!latest || m.seq > latest.seq)) latest = m;
+    try {
+      await this.client.report(session.sessionId, reason, latest?.messageId);
+      if (this.session?.sessionId !== session.sessionId) return;
+      this.closeReport();
+      this.safetyStatus.textContent = 'Reported. Thank you: moderators will look at it.';
+    } catch (err) {
+      this.safetyStatus.textContent = `Could not report: ${describeError(err as Error)}`;
+    }
   }
 
   private async loadOlder(): Promise<void> {

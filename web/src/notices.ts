@@ -27,6 +27,8 @@ const FRIENDLY: Record<string, string> = {
   PROFILE_NOT_FOUND: 'No one with that email is known for this intent.',
   PROFILE_SERVICE_UNAVAILABLE: 'The profile service is unavailable; try again shortly.',
   STORE_UNAVAILABLE: 'The chat service cannot reach its database; try again shortly.',
+  PEER_BLOCKED: 'This conversation is blocked',
+  MESSAGE_NOT_FOUND: 'That message is not in this conversation.',
 };
 
 /** Failures of the way to the service: the same advice whatever the detail, and they pass. */

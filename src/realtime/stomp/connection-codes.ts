@@ -49,7 +49,8 @@ export const CONNECTION_CODES = {
   SLOW_CONSUMER: { reconnect: true, sentAs: 'ERROR', reason: '4 MiB of frames queued for a client that does not read them; reconnect and catch up from history' },
   HEARTBEAT_TIMEOUT: { reconnect: true, sentAs: 'ERROR', reason: 'nothing from the client for twice the agreed heart-beat interval' },
   IDLE_TIMEOUT: { reconnect: true, sentAs: 'ERROR', reason: 'no client heart-beats agreed and nothing received for `STOMP_IDLE_TIMEOUT_MS`; agree heart-beats to stay connected' },
-  TOKEN_EXPIRED: { reconnect: true, sentAs: 'ERROR', reason: "the token's `exp` passed while connected; reconnect with a fresh token" },
+  TOKEN_EXPIRED: { reconnect: true, sentAs: 'ERROR', reason: "the token's `exp` passed while connected (refresh it with SEND `/app/auth.refresh` before then); reconnect with a fresh token" },
+  IDENTITY_CHANGED: { reconnect: false, sentAs: 'ERROR', reason: 'SEND `/app/auth.refresh` with a token for another user; a connection is one user\'s, connect again as the new one' },
   // The server
   SERVER_SHUTDOWN: { reconnect: true, sentAs: 'ERROR', reason: 'the instance is stopping; another one (or this one, restarted) will take the connection' },
   INTERNAL: { reconnect: true, sentAs: 'ERROR', reason: 'our bug, contained to this connection' },

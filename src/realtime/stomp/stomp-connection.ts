@@ -146,6 +146,8 @@ export class StompConnection {
   private lastReceivedAt = Date.now();
   private lastSentAt = Date.now();
   private timers: NodeJS.Timeout[] = [];
+  /** Ends the connection when its token expires; replaced by `reauthenticated`. */
+  private expiryTimer: NodeJS.Timeout | undefined;
   private onClosedCallbacks: Array<() => void> = [];
 
   constructor(
@@ -456,9 +458,27 @@ export class StompConnection {
         }
       }, Math.max(50, Math.floor(idle / 4))));
     }
-    const ttl = verified.expiresAt.getTime() - Date.now();
+    this.expireAt(verified.expiresAt);
+  }
+
+  /**
+   * A fresh token for the same user (SEND /app/auth.refresh): the connection now lives until it
+   * expires instead. The handler has verified it and checked that it names `caller`'s user.
+   */
+  reauthenticated(caller: Caller, expiresAt: Date): void {
+    if (this.state !== 'connected') return;
+    this.caller = caller;
+    this.expireAt(expiresAt);
+  }
+
+  private expireAt(expiresAt: Date): void {
+    clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
+    const ttl = expiresAt.getTime() - Date.now();
     // setTimeout takes at most ~24.8 days; a longer token simply outlives the timer's reach.
-    if (ttl < 2 ** 31 - 1) this.addTimer(setTimeout(() => this.fail(new ChatError('TOKEN_EXPIRED', 'the token has expired; reconnect with a fresh one')), Math.max(0, ttl)));
+    if (ttl >= 2 ** 31 - 1) return;
+    this.expiryTimer = setTimeout(() => this.fail(new ChatError('TOKEN_EXPIRED', 'the token has expired; refresh it (SEND /app/auth.refresh) before it does, or reconnect with a fresh one')), Math.max(0, ttl));
+    this.expiryTimer.unref();
   }
 
   private async subscribe(frame: StompFrame): Promise<void> {
@@ -571,6 +591,8 @@ export class StompConnection {
   private clearTimers(): void {
     for (const timer of this.timers) clearTimeout(timer);
     this.timers = [];
+    clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
   }
 }
 

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChatError } from '../../chat/chat-errors.js';
 import { sessionTopic } from '../../chat/chat-events.js';
-import type { AppendMessage, BusEnvelope, MessageStore, Participant, SessionRecord } from '../../chat/ports.js';
+import type { AppendMessage, BusEnvelope, MessageStore, Participant, ReportRecord, SessionRecord } from '../../chat/ports.js';
 
 export interface MessageStoreFixture {
   store: MessageStore;
@@ -288,6 +288,117 @@ export function describeMessageStoreContract(name: string, open: () => Promise<M
       expect(list[0]).toMatchObject({ unreadCount: 1, lastMessage: { content: 'me', seq: 2 } });
       expect(list[1]).toMatchObject({ unreadCount: 1, lastMessage: { content: 'from x', seq: 1 } });
       expect(await fx.store.listSessions(`nobody.${randomUUID()}@example.com`, 50)).toEqual([]);
+    });
+
+    it('refuses new messages in either direction while a participant blocks the session, until it is lifted; repeats still answer', async () => {
+      const session = await newSession();
+      const clientMessageId = randomUUID();
+      const before = await append(session, { content: 'before', clientMessageId });
+      await fx.store.setBlocked(session.id, session.b.profileId, true);
+      await fx.store.setBlocked(session.id, session.b.profileId, true); // idempotent
+      expect(await fx.store.blockers(session.id)).toEqual([session.b.profileId]);
+      const outboxBefore = (await fx.outbox()).length;
+      for (const sender of [session.a.profileId, session.b.profileId]) {
+        await expect(append(session, { senderProfileId: sender })).rejects.toMatchObject({ code: 'PEER_BLOCKED', status: 403 });
+      }
+      // A retry of a message stored before the block is its original, not a new message.
+      const repeat = await append(session, { content: 'before', clientMessageId });
+      expect(repeat).toMatchObject({ created: false, message: { id: before.message.id } });
+      expect((await fx.outbox()).length).toBe(outboxBefore);
+      expect((await fx.store.history(session.id, { limit: 10 })).map((m) => m.content)).toEqual(['before']);
+      expect((await fx.store.listSessions(session.b.email, 10))[0]).toMatchObject({ blockedByMe: true });
+      expect((await fx.store.listSessions(session.a.email, 10))[0]).toMatchObject({ blockedByMe: false });
+
+      await fx.store.setBlocked(session.id, session.b.profileId, false);
+      await fx.store.setBlocked(session.id, session.b.profileId, false);
+      expect(await fx.store.blockers(session.id)).toEqual([]);
+      expect((await append(session, { content: 'after' })).message.seq).toBe(2);
+      expect((await fx.store.listSessions(session.b.email, 10))[0]).toMatchObject({ blockedByMe: false });
+      await expect(fx.store.setBlocked(randomUUID(), session.a.profileId, true)).rejects.toMatchObject({ code: 'SESSION_NOT_FOUND' });
+    });
+
+    it('keeps a session blocked while either participant still blocks it', async () => {
+      const session = await newSession();
+      await fx.store.setBlocked(session.id, session.a.profileId, true);
+      await fx.store.setBlocked(session.id, session.b.profileId, true);
+      expect((await fx.store.blockers(session.id)).sort()).toEqual([session.a.profileId, session.b.profileId].sort());
+      await fx.store.setBlocked(session.id, session.a.profileId, false);
+      expect(await fx.store.blockers(session.id)).toEqual([session.b.profileId]);
+      await expect(append(session)).rejects.toMatchObject({ code: 'PEER_BLOCKED' });
+      expect((await fx.store.listSessions(session.a.email, 10))[0]).toMatchObject({ blockedByMe: false });
+      expect((await fx.store.listSessions(session.b.email, 10))[0]).toMatchObject({ blockedByMe: true });
+      await fx.store.setBlocked(session.id, session.b.profileId, false);
+      expect((await append(session)).created).toBe(true);
+    });
+
+    it('refuses, in a group-committed batch, only the sends into the blocked session', async () => {
+      const [open, blocked] = [await newSession(), await newSession()];
+      await fx.store.setBlocked(blocked.id, blocked.a.profileId, true);
+      const results = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => append(i % 2 ? open : blocked)));
+      const refused = results.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason as ChatError);
+      expect(refused).toHaveLength(10);
+      expect(refused.every((e) => e.code === 'PEER_BLOCKED')).toBe(true);
+      expect((await fx.store.getSession(open.id))!.lastSeq).toBe(10);
+      expect((await fx.store.getSession(blocked.id))!.lastSeq).toBe(0);
+    });
+
+    if (capabilities.multiInstance) {
+      it('refuses a send through another instance as soon as the block is committed', async () => {
+        const session = await newSession();
+        await fx.store.setBlocked(session.id, session.a.profileId, true);
+        await expect(fx.peer!.appendMessage({
+          sessionId: session.id, senderProfileId: session.b.profileId, content: 'hi', clientMessageId: randomUUID(), sentAt: new Date(), toEvent: envelopeFor(session),
+        })).rejects.toMatchObject({ code: 'PEER_BLOCKED' });
+      });
+    }
+
+    it('stores a report with the reported message\u2019s content and its outbox event in one transaction', async () => {
+      const session = await newSession();
+      const reported = await append(session, { content: 'something nasty' });
+      const outboxBefore = (await fx.outbox()).length;
+      const toEvent = (r: ReportRecord): BusEnvelope => ({
+        recipients: [],
+        event: { type: 'report', sessionId: r.sessionId, destinations: [], report: { reportId: r.id, sessionId: r.sessionId, reporterEmail: r.reporterEmail, messageId: r.messageId, reason: r.reason, content: r.content, createdAt: r.createdAt.toISOString() } },
+      });
+      const report = await fx.store.report({ sessionId: session.id, reporterProfileId: session.b.profileId, reporterEmail: session.b.email, messageId: reported.message.id, reason: 'abuse', toEvent });
+      expect(report).toMatchObject({ sessionId: session.id, messageId: reported.message.id, reason: 'abuse', content: 'something nasty', reporterEmail: session.b.email });
+      expect(report.createdAt).toBeInstanceOf(Date);
+      const whole = await fx.store.report({ sessionId: session.id, reporterProfileId: session.b.profileId, reporterEmail: session.b.email, messageId: null, reason: 'spam', toEvent });
+      expect(whole).toMatchObject({ messageId: null, content: null });
+      expect(whole.id).not.toBe(report.id);
+      const rows = (await fx.outbox()).slice(outboxBefore);
+      expect(rows.map((r) => r.payload)).toEqual([toEvent(report), toEvent(whole)]);
+
+      // A message of another session is not found in this one, and nothing is written.
+      const other = await newSession();
+      const foreign = await append(other);
+      const outboxNow = (await fx.outbox()).length;
+      for (const messageId of [foreign.message.id, randomUUID()]) {
+        await expect(fx.store.report({ sessionId: session.id, reporterProfileId: session.b.profileId, reporterEmail: session.b.email, messageId, reason: 'x', toEvent })).rejects.toMatchObject({ code: 'MESSAGE_NOT_FOUND', status: 404 });
+      }
+      expect((await fx.outbox()).length).toBe(outboxNow);
+    });
+
+    it('totals a user\u2019s unseen messages from others over all its sessions', async () => {
+      const [me, x, y, z] = [participant('me'), participant('x'), participant('y'), participant('z')];
+      const sessionWith = async (other: Participant) => {
+        const [a, b] = ordered(me, other);
+        return fx.store.upsertSession({ a, b, intent: 'dating' });
+      };
+      const [sx, sy] = [await sessionWith(x), await sessionWith(y)];
+      await sessionWith(z);
+      const from = (s: SessionRecord, p: Participant) => fx.store.appendMessage({ sessionId: s.id, senderProfileId: p.profileId, content: 'm', clientMessageId: randomUUID(), sentAt: new Date(), toEvent: envelopeFor(s) });
+      expect(await fx.store.unreadTotals(me.email)).toEqual({ total: 0, sessions: 0 });
+      for (let i = 0; i < 3; i++) await from(sx, x);
+      await from(sy, y);
+      await from(sy, me);
+      expect(await fx.store.unreadTotals(me.email)).toEqual({ total: 4, sessions: 2 });
+      expect(await fx.store.unreadTotals(x.email)).toEqual({ total: 0, sessions: 0 });
+      expect(await fx.store.unreadTotals(y.email)).toEqual({ total: 1, sessions: 1 });
+      await fx.store.markSeen(sx.id, me.profileId, 2, receiptFor(sx));
+      expect(await fx.store.unreadTotals(me.email)).toEqual({ total: 2, sessions: 2 });
+      await fx.store.markSeen(sy.id, me.profileId, 2, receiptFor(sy));
+      expect(await fx.store.unreadTotals(me.email)).toEqual({ total: 1, sessions: 1 });
     });
   });
 }

@@ -18,8 +18,10 @@ import type {
   BusEnvelope,
   MessageRecord,
   MessageStore,
+  NewReport,
   Participant,
   ReceiptUpdate,
+  ReportRecord,
   SessionRecord,
   SessionSummary,
   WrittenOutbox,
@@ -55,6 +57,8 @@ interface SessionRow {
   receiver_display_name: string;
   created_at: Date;
   last_seq: string | number;
+  blocked_by_sender_at?: Date | null;
+  blocked_by_receiver_at?: Date | null;
 }
 
 interface MessageRow {
@@ -206,13 +210,14 @@ export class PostgresMessageStore implements MessageStore {
 
   async listSessions(email: string, limit: number): Promise<SessionSummary[]> {
     const rows = await this.run(() =>
-      this.db.query<SessionRow & { m_id: string | null; m_seq: string | null; m_sender: string | null; m_content: string | null; m_client_msg_id: string | null; m_sent_at: Date | null; m_delivered: boolean | null; m_seen: boolean | null; unread: string | number }>(
+      this.db.query<SessionRow & { m_id: string | null; m_seq: string | null; m_sender: string | null; m_content: string | null; m_client_msg_id: string | null; m_sent_at: Date | null; m_delivered: boolean | null; m_seen: boolean | null; unread: string | number; blocked_by_me: boolean }>(
         `SELECT s.*,
                 m.id AS m_id, m.seq AS m_seq, m.sender_profile_id AS m_sender, m.content AS m_content,
                 m.client_msg_id AS m_client_msg_id, m.sent_at AS m_sent_at, m.delivered AS m_delivered, m.seen AS m_seen,
                 (SELECT count(*) FROM chat_messages u
                   WHERE u.session_id = s.id AND NOT u.seen
-                    AND u.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END) AS unread
+                    AND u.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END) AS unread,
+                CASE WHEN s.sender_email = $1 THEN s.blocked_by_sender_at IS NOT NULL ELSE s.blocked_by_receiver_at IS NOT NULL END AS blocked_by_me
            FROM chat_sessions s
            LEFT JOIN chat_messages m ON m.session_id = s.id AND m.seq = s.last_seq
           WHERE s.sender_email = $1 OR s.receiver_email = $1
@@ -224,6 +229,7 @@ export class PostgresMessageStore implements MessageStore {
     return rows.map((r) => ({
       session: toSession(r),
       unreadCount: Number(r.unread),
+      blockedByMe: r.blocked_by_me,
       lastMessage: r.m_id
         ? toMessage({
             id: r.m_id,
@@ -240,14 +246,78 @@ export class PostgresMessageStore implements MessageStore {
     }));
   }
 
+  async setBlocked(sessionId: string, blockerProfileId: string, blocked: boolean): Promise<void> {
+    // Taking the session row's lock orders the block with the sends that lock it: a send that
+    // commits after this statement sees the block.
+    const rows = await this.run(() =>
+      this.db.query<{ id: string }>(
+        `UPDATE chat_sessions SET
+           blocked_by_sender_at = CASE WHEN sender_profile_id = $2::uuid
+             THEN (CASE WHEN $3::boolean THEN coalesce(blocked_by_sender_at, now()) END) ELSE blocked_by_sender_at END,
+           blocked_by_receiver_at = CASE WHEN receiver_profile_id = $2::uuid
+             THEN (CASE WHEN $3::boolean THEN coalesce(blocked_by_receiver_at, now()) END) ELSE blocked_by_receiver_at END
+         WHERE id = $1
+         RETURNING id`,
+        [sessionId, blockerProfileId, blocked],
+      ),
+    );
+    if (rows.length === 0) throw new ChatError('SESSION_NOT_FOUND', `session ${sessionId} does not exist`);
+  }
+
+  async blockers(sessionId: string): Promise<string[]> {
+    const rows = await this.run(() =>
+      this.db.query<SessionRow>(
+        'SELECT sender_profile_id, receiver_profile_id, blocked_by_sender_at, blocked_by_receiver_at FROM chat_sessions WHERE id = $1',
+        [sessionId],
+      ),
+    );
+    const row = rows[0];
+    if (!row) return [];
+    return [...(row.blocked_by_sender_at ? [row.sender_profile_id] : []), ...(row.blocked_by_receiver_at ? [row.receiver_profile_id] : [])];
+  }
+
+  async report(input: NewReport): Promise<ReportRecord> {
+    const { result, written } = await this.run(() =>
+      this.db.transaction(async (tx) => {
+        let content: string | null = null;
+        if (input.messageId !== null) {
+          const [message] = await tx.query<{ content: string }>('SELECT content FROM chat_messages WHERE id = $1 AND session_id = $2', [input.messageId, input.sessionId]);
+          if (!message) throw new ChatError('MESSAGE_NOT_FOUND', `message ${input.messageId} is not in session ${input.sessionId}`, { field: 'messageId' });
+          content = message.content;
+        }
+        const id = randomUUID();
+        const [stored] = await tx.query<{ created_at: Date }>(
+          `INSERT INTO chat_reports (id, session_id, reporter_profile_id, reporter_email, message_id, reason, content)
+           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING created_at`,
+          [id, input.sessionId, input.reporterProfileId, input.reporterEmail, input.messageId, input.reason, content],
+        );
+        const report: ReportRecord = {
+          id,
+          sessionId: input.sessionId,
+          reporterProfileId: input.reporterProfileId,
+          reporterEmail: input.reporterEmail,
+          messageId: input.messageId,
+          reason: input.reason,
+          content,
+          createdAt: new Date(stored!.created_at),
+        };
+        const envelope = input.toEvent(report);
+        const queued = await insertOutbox(tx, sessionTopic(input.sessionId), envelope, this.origin, this.leaseOutboxMs, this.webhooks);
+        return { result: report, written: this.writtenOf([queued], () => envelope) };
+      }),
+    );
+    this.announceOutbox(written);
+    return result;
+  }
+
   async unreadTotals(email: string): Promise<{ total: number; sessions: number }> {
     const rows = await this.run(() =>
       this.db.query<{ total: string | number; sessions: string | number }>(
         `SELECT count(*) AS total, count(DISTINCT m.session_id) AS sessions
            FROM chat_sessions s
            JOIN chat_messages m ON m.session_id = s.id AND NOT m.seen
-                AND m.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END
-          WHERE s.sender_email = $1 OR s.receiver_email = $1`,
+          WHERE (s.sender_email = $1 OR s.receiver_email = $1)
+            AND m.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END`,
         [email],
       ),
     );
@@ -354,7 +424,8 @@ const NOTIFY_UNLESS_LEASED = (origin: string, leaseMs: string): string =>
  * deadlock; FOR UPDATE returns each session's newest last_seq, also after waiting), finds the items
  * whose idempotency key is stored already, numbers the others from last_seq in batch order, inserts
  * them, advances the sessions, and writes one outbox row per message with the seq set in its
- * payload (the payload is built before the seq is known). Items of an unknown session are left out.
+ * payload (the payload is built before the seq is known). Items of an unknown session, or of one a
+ * participant blocks (read under the lock, so a block committed before it refuses them), are left out.
  * A key committed by another transaction after this statement's snapshot makes the insert fail on
  * the key's unique constraint, and the statement writes nothing: the caller runs it again, and the
  * key is then found as a repeat. So seq stays gapless and a repeat never writes a second row.
@@ -364,13 +435,14 @@ WITH item AS (
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::timestamptz[], $7::text[], $8::jsonb[])
     WITH ORDINALITY AS t(id, session_id, sender_profile_id, content, client_msg_id, sent_at, destination, payload, n)
 ), locked AS MATERIALIZED (
-  SELECT id, last_seq FROM chat_sessions WHERE id IN (SELECT session_id FROM item) ORDER BY id FOR UPDATE
+  SELECT id, last_seq, (blocked_by_sender_at IS NOT NULL OR blocked_by_receiver_at IS NOT NULL) AS blocked
+    FROM chat_sessions WHERE id IN (SELECT session_id FROM item) ORDER BY id FOR UPDATE
 ), existing AS MATERIALIZED (
   SELECT ${MESSAGE_COLUMNS_OF('m')} FROM chat_messages m
    WHERE (m.sender_profile_id, m.client_msg_id) IN (SELECT sender_profile_id, client_msg_id FROM item)
 ), fresh AS MATERIALIZED (
   SELECT i.*, l.last_seq + row_number() OVER (PARTITION BY i.session_id ORDER BY i.n) AS seq
-    FROM item i JOIN locked l ON l.id = i.session_id
+    FROM item i JOIN locked l ON l.id = i.session_id AND NOT l.blocked
    WHERE NOT EXISTS (SELECT 1 FROM existing e WHERE e.sender_profile_id = i.sender_profile_id AND e.client_msg_id = i.client_msg_id)
 ), inserted AS (
   INSERT INTO chat_messages (id, session_id, seq, sender_profile_id, content, client_msg_id, sent_at)
@@ -392,6 +464,7 @@ WITH item AS (
 SELECT (SELECT json_agg(json_build_array(id, seq)) FROM fresh) AS created,
        (SELECT json_agg(existing) FROM existing) AS existing,
        (SELECT json_agg(queued) FROM queued) AS queued,
+       (SELECT json_agg(id) FROM locked WHERE blocked) AS blocked,
        ${NOTIFY_UNLESS_LEASED('$9', '$10')}`;
 const APPEND_BATCH_SQL = appendBatchSql(false);
 const APPEND_BATCH_WITH_WEBHOOK_SQL = appendBatchSql(true);
@@ -440,7 +513,7 @@ async function appendInOneStatement(
 
   // Every appended event is a 'message' event: its webhook rows, when wanted, come from the same rows.
   const webhookType = webhooks && webhookTypeOf('message', webhooks);
-  const [row] = await db.query<{ created: Array<[string, number]> | null; existing: MessageJsonRow[] | null; queued: QueuedRow[] | null }>(webhookType ? APPEND_BATCH_WITH_WEBHOOK_SQL : APPEND_BATCH_SQL, [
+  const [row] = await db.query<{ created: Array<[string, number]> | null; existing: MessageJsonRow[] | null; queued: QueuedRow[] | null; blocked: string[] | null }>(webhookType ? APPEND_BATCH_WITH_WEBHOOK_SQL : APPEND_BATCH_SQL, [
     candidates.map((c) => c.message.id),
     candidates.map((c) => c.message.sessionId),
     candidates.map((c) => c.message.senderProfileId),
@@ -456,12 +529,14 @@ async function appendInOneStatement(
 
   const createdSeq = new Map((row?.created ?? []).map(([id, seq]) => [id, Number(seq)]));
   const existing = new Map((row?.existing ?? []).map((r) => [`${r.sender_profile_id}|${r.client_msg_id}`, toMessage({ ...r, sent_at: new Date(r.sent_at) })]));
+  const blocked = new Set(row?.blocked ?? []);
   const envelopes = new Map<string, BusEnvelope>();
   for (const { index, message, envelope } of candidates) {
     const item = items[index]!;
     const stored = existing.get(key(item));
     const seq = createdSeq.get(message.id);
     if (stored) outcomes[index] = repeatOutcome(stored, item);
+    else if (seq === undefined && blocked.has(item.sessionId)) outcomes[index] = { ok: false, error: new ChatError('PEER_BLOCKED', 'a participant has blocked this session: no new messages until the block is lifted') };
     else if (seq === undefined) outcomes[index] = { ok: false, error: new ChatError('SESSION_NOT_FOUND', `session ${item.sessionId} does not exist`) };
     else {
       const created: MessageRecord = { ...message, seq };
