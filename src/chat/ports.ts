@@ -365,11 +365,6 @@ export interface MessageStore {
     toEvent: (update: ReceiptUpdate) => BusEnvelope,
   ): Promise<ReceiptUpdate>;
   listSessions(email: string, limit: number): Promise<SessionSummary[]>;
-  /**
-   * Messages from the other participant not seen by `email`, across all its sessions (`total`), and
-   * how many sessions have any (`sessions`): a badge count.
-   */
-  unreadTotals(email: string): Promise<{ total: number; sessions: number }>;
 }
 
 /** A webhook row as a dispatcher holds it under a lease. */
