@@ -17,6 +17,10 @@ export interface ChatMessage {
   sentAt: string;
   delivered: boolean;
   seen: boolean;
+  /** When its sender last edited it (ISO 8601), or null. */
+  editedAt: string | null;
+  /** Deleted: a tombstone in its place (same id and seq), content "". */
+  deleted: boolean;
 }
 
 /** A delivered/seen receipt: the reader's client ACKed (`delivered`) or read (`seen`) messages. */

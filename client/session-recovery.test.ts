@@ -19,6 +19,8 @@ const message = (sessionId: string, seq: number): ChatMessage => ({
   sentAt: new Date(0).toISOString(),
   delivered: false,
   seen: false,
+  editedAt: null,
+  deleted: false,
 });
 
 /** A service's history: every session's messages up to `latest`, paged as the REST API does. */

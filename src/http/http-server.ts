@@ -25,12 +25,15 @@ import { registerOperations, type ReadinessChecks } from './operations.js';
 import {
   ChatMessageBody,
   DevTokenBody,
+  EditMessageBody,
   HistoryQuery,
   InitChatBody,
   LegacyHistoryQuery,
   LegacyUnreadQuery,
+  MessageParams,
   SeenBody,
   SessionParams,
+  SyncQuery,
   UnreadQuery,
 } from './schemas.js';
 
@@ -90,7 +93,7 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
   const anyOrigin = deps.allowedOrigins.includes('*');
   void app.register(cors, {
     origin: anyOrigin ? true : [...deps.allowedOrigins],
-    methods: ['GET', 'POST'],
+    methods: ['GET', 'POST', 'PATCH', 'DELETE'],
     allowedHeaders: ['authorization', 'content-type', 'x-request-id'],
     maxAge: 600,
   });
@@ -166,6 +169,18 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
       api.post('/chat/:sessionId/seen', { schema: { params: SessionParams, body: SeenBody } }, async (request) =>
         deps.chat.markSeen(caller(request), request.params.sessionId, request.body.upToSeq),
       );
+
+      // An edit or delete takes from the send budget: each one is an event to both participants.
+      api.patch('/chat/:sessionId/messages/:messageId', { schema: { params: MessageParams, body: EditMessageBody } }, async (request) => {
+        await deps.sendLimiter.take(caller(request).email);
+        return deps.chat.editMessage(caller(request), { ...request.params, content: request.body.content });
+      });
+      api.delete('/chat/:sessionId/messages/:messageId', { schema: { params: MessageParams } }, async (request) => {
+        await deps.sendLimiter.take(caller(request).email);
+        return deps.chat.deleteMessage(caller(request), request.params);
+      });
+
+      api.get('/chat/sync', { schema: { querystring: SyncQuery } }, async (request) => deps.chat.sync(caller(request), request.query));
 
       api.get('/chat/sessions', async (request) => ({ sessions: await deps.chat.listSessions(caller(request)) }));
     },

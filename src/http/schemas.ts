@@ -52,6 +52,15 @@ export const LegacyUnreadQuery = Type.Object(
   { additionalProperties: false },
 );
 
+export const MessageParams = Type.Object({ sessionId: Type.String({ maxLength: 64 }), messageId: Type.String({ maxLength: 64 }) });
+
+export const EditMessageBody = Type.Object({ content: Type.String() }, { additionalProperties: false });
+
+export const SyncQuery = Type.Object(
+  { since: Type.Optional(Type.String({ maxLength: 128 })), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500 })) },
+  { additionalProperties: false },
+);
+
 export const SeenBody = Type.Object({ upToSeq: Type.Integer({ minimum: 0 }) }, { additionalProperties: false });
 
 export const DevTokenBody = Type.Object(

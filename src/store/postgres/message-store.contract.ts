@@ -42,6 +42,8 @@ function envelopeFor(session: SessionRecord) {
         sentAt: new Date(0).toISOString(),
         delivered: false,
         seen: false,
+        editedAt: null,
+        deleted: false,
       },
     },
   });
