@@ -28,6 +28,10 @@ describe.skipIf(!infra.postgresUrl)('on PostgreSQL', () => {
     return {
       store: new PostgresMessageStore(db),
       peer: new PostgresMessageStore(peerDb),
+      openWriter: async () => {
+        const own = new PgDatabase({ url: database.url, poolSize: 1, logger });
+        return { store: new PostgresMessageStore(own), close: () => own.close() };
+      },
       outbox: readOutbox(db),
       close: async () => {
         await Promise.all([db.close(), peerDb.close()]);
