@@ -32,6 +32,28 @@ export interface Receipt {
   messageIds: string[];
 }
 
+/** A receipt as a sync tells it: how far one side has read (or received) the other's messages. */
+export interface SyncReceipt {
+  sessionId: string;
+  readerEmail: string;
+  upToSeq: number;
+  status: 'seen' | 'delivered';
+}
+
+/** One change from `GET /api/chat/sync`: a message as it is now (typed by its state), or a receipt. */
+export type SyncEvent =
+  | { type: 'message' | 'edit' | 'delete'; sessionId: string; message: ChatMessage }
+  | { type: 'receipt'; sessionId: string; receipt: SyncReceipt };
+
+export interface SyncPage {
+  /** Oldest first. */
+  events: SyncEvent[];
+  /** Pass as `since` next time. */
+  next: string;
+  /** More changes wait: call again with `next` now. */
+  hasMore: boolean;
+}
+
 export interface TypingSignal {
   sessionId: string;
   email: string;

@@ -47,6 +47,7 @@ function recovery() {
     listSessions: async () => [...latest].map(([sessionId, lastSeq]) => ({ sessionId, lastSeq })),
     arrived: (m) => arrived.push(m.messageId),
     deliver: (m) => delivered.push(`${m.sessionId}:${m.seq}`),
+    changed: () => undefined,
     error: (e) => errors.push(e.code),
     gapFillDelayMs: GAP_MS,
     retryDelayMs: () => RETRY_MS,

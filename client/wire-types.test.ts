@@ -4,8 +4,17 @@
  */
 import { describe, expectTypeOf, it } from 'vitest';
 import type { ChatEvent, ChatMessageView } from '../src/chat/chat-events.js';
-import type { ChatService, HistoryPage as ServiceHistoryPage, ParticipantView, SessionListItem, SessionView } from '../src/chat/chat-service.js';
-import type { ChatMessage, HistoryPage, Participant, Receipt, SessionInfo, SessionSummary, TypingSignal, UnreadMessages } from './chat-types.js';
+import type {
+  ChatService,
+  HistoryPage as ServiceHistoryPage,
+  ParticipantView,
+  SessionListItem,
+  SessionView,
+  SyncEvent as ServiceSyncEvent,
+  SyncPage as ServiceSyncPage,
+  SyncReceipt as ServiceSyncReceipt,
+} from '../src/chat/chat-service.js';
+import type { ChatMessage, HistoryPage, Participant, Receipt, SessionInfo, SessionSummary, SyncEvent, SyncPage, SyncReceipt, TypingSignal, UnreadMessages } from './chat-types.js';
 
 type EventPayload<T extends ChatEvent['type'], K extends string> = Extract<ChatEvent, { type: T }> extends Record<K, infer P> ? P : never;
 
@@ -19,5 +28,10 @@ describe('SDK wire types', () => {
     expectTypeOf<UnreadMessages>().toEqualTypeOf<Awaited<ReturnType<ChatService['unread']>>>();
     expectTypeOf<Receipt>().toEqualTypeOf<EventPayload<'receipt', 'receipt'>>();
     expectTypeOf<TypingSignal>().toEqualTypeOf<EventPayload<'typing', 'typing'>>();
+    expectTypeOf<ChatMessage>().toEqualTypeOf<EventPayload<'edit' | 'delete', 'message'>>();
+    expectTypeOf<SyncReceipt>().toEqualTypeOf<ServiceSyncReceipt>();
+    expectTypeOf<SyncEvent>().toEqualTypeOf<ServiceSyncEvent>();
+    expectTypeOf<SyncPage>().toEqualTypeOf<ServiceSyncPage>();
+    expectTypeOf<SyncPage>().toEqualTypeOf<Awaited<ReturnType<ChatService['sync']>>>();
   });
 });
