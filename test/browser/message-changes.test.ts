@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { startTestApp, type TestApp, uniqueEmail } from '../support/test-app.js';
-import { buildPage, chromiumMissing, focusedId, launchChromium, texts } from './browser-harness.js';
+import { buildPage, chromiumMissing, focusedId, launchChromium, screenshot, texts } from './browser-harness.js';
 
 if (chromiumMissing) console.warn(`\n*** SKIPPING the browser tests: ${chromiumMissing} ***\n`);
 
@@ -83,6 +83,7 @@ describe.skipIf(!!chromiumMissing)(`editing and deleting on the web page in Chro
     await expect.poll(() => texts(bob.page, '.message--deleted .message__text')).toEqual(['Message deleted']);
     await expect.poll(() => texts(alice.page, '.message--mine .message__text')).toEqual(['Hello Bob', 'Message deleted', 'Still here']);
     expect(await alice.page.locator('.message--deleted').getByRole('button').count()).toBe(0);
+    await screenshot(bob.page, 'edited-and-deleted');
 
     for (const { page } of [alice, bob]) {
       await page.reload();
