@@ -335,7 +335,8 @@ export interface ReceiptUpdate {
  * - `appendMessage` stores a message and its outbox event in one transaction. `seq` is gapless per
  *   session (1, 2, 3, …) also under concurrent appends. Repeating (senderProfileId, clientMessageId)
  *   returns the stored message with `created: false` and writes nothing; a repeat whose session or
- *   content differ throws `ChatError('IDEMPOTENCY_KEY_REUSED')`. Unknown session →
+ *   content differ throws `ChatError('IDEMPOTENCY_KEY_REUSED')` (content is not compared once the
+ *   message was edited or deleted: the repeat gets it as it is now). Unknown session →
  *   `ChatError('SESSION_NOT_FOUND')`; store unreachable → `ChatError('STORE_UNAVAILABLE')` with
  *   nothing written. Implementations may group-commit concurrent appends in one transaction.
  * - `history` returns up to `limit` messages ordered by seq descending: with `beforeSeq`, those just

@@ -334,6 +334,18 @@ export function describeMessageStoreContract(name: string, open: () => Promise<M
         expect(summary!.lastMessage).toMatchObject({ seq: 2, editedAt: null, deleted: false });
       });
 
+      it('answers a retried send of an edited or deleted message with the message as it is now', async () => {
+        const session = await newSession();
+        const [k1, k2] = [randomUUID(), randomUUID()];
+        const { message: first } = await append(session, { clientMessageId: k1, content: 'one' });
+        const { message: second } = await append(session, { clientMessageId: k2, content: 'two' });
+        await edit(session, first.id, 'one, edited');
+        await remove(session, second.id);
+        expect(await append(session, { clientMessageId: k1, content: 'one' })).toMatchObject({ created: false, message: { id: first.id, content: 'one, edited' } });
+        expect(await append(session, { clientMessageId: k2, content: 'two' })).toMatchObject({ created: false, message: { id: second.id, content: '', deleted: true } });
+        expect((await fx.store.getSession(session.id))!.lastSeq).toBe(2);
+      });
+
       it('refuses an edit by the other participant, of an unknown message, and of a message of another session', async () => {
         const [session, other] = [await newSession(), await newSession()];
         const { message } = await append(session);

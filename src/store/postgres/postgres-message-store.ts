@@ -538,7 +538,10 @@ async function appendInTransaction(
 }
 
 function repeatOutcome(stored: MessageRecord, item: AppendMessage): BatchOutcome<AppendResult> {
-  if (stored.sessionId !== item.sessionId || stored.content !== item.content) {
+  // An edited or deleted message no longer holds the content it was sent with: a retry of that
+  // send (in the same session) is answered with the message as it is now.
+  const changed = stored.editedAt !== null || stored.deleted;
+  if (stored.sessionId !== item.sessionId || (stored.content !== item.content && !changed)) {
     return {
       ok: false,
       error: new ChatError('IDEMPOTENCY_KEY_REUSED', 'clientMessageId was already used for a different message', { clientMessageId: item.clientMessageId }),
