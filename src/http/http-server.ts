@@ -172,10 +172,20 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
 
       // An edit or delete takes from the send budget: each one is an event to both participants.
       api.patch('/chat/:sessionId/messages/:messageId', { schema: { params: MessageParams, body: EditMessageBody } }, async (request) => {
+        const { body, params } = request;
+        for (const field of ['sessionId', 'messageId'] as const) {
+          if (body[field] !== undefined && body[field].toLowerCase() !== params[field].toLowerCase()) {
+            throw new ChatError('VALIDATION_FAILED', `${field} in the body must be the one in the path`, { field });
+          }
+        }
         await deps.sendLimiter.take(caller(request).email);
-        return deps.chat.editMessage(caller(request), { ...request.params, content: request.body.content });
+        return deps.chat.editMessage(caller(request), { ...params, content: body.content });
       });
-      api.delete('/chat/:sessionId/messages/:messageId', { schema: { params: MessageParams } }, async (request) => {
+      // A DELETE has no body; some clients still say it is JSON, and an empty JSON body is not JSON.
+      const emptyBodyIsNoBody = async (request: FastifyRequest): Promise<void> => {
+        if (request.headers['transfer-encoding'] === undefined && Number(request.headers['content-length'] ?? 0) === 0) delete request.headers['content-type'];
+      };
+      api.delete('/chat/:sessionId/messages/:messageId', { schema: { params: MessageParams }, onRequest: emptyBodyIsNoBody }, async (request) => {
         await deps.sendLimiter.take(caller(request).email);
         return deps.chat.deleteMessage(caller(request), request.params);
       });

@@ -75,6 +75,11 @@ function describeChanges(backend: 'PGlite' | 'PostgreSQL'): void {
       expect((await edit(alice, sessionId, first.messageId, '   ')).body).toMatchObject({ status: 400, code: 'CONTENT_EMPTY' });
       expect((await edit(alice, sessionId, first.messageId, 'x'.repeat(5000))).body).toMatchObject({ status: 413, code: 'CONTENT_TOO_LONG' });
       expect((await edit(alice, sessionId, 'not-a-uuid', 'x')).status).toBe(400);
+      // The ids may be repeated in the body, as a STOMP chat.edit has them, but must match the path.
+      const withIds = await t.call('PATCH', `/api/chat/${sessionId}/messages/${first.messageId}`, { token: alice.token, body: { sessionId, messageId: first.messageId, content: 'first, edited' } });
+      expect(withIds.status).toBe(200);
+      const mismatch = await t.call('PATCH', `/api/chat/${sessionId}/messages/${first.messageId}`, { token: alice.token, body: { messageId: second.messageId, content: 'x' } });
+      expect(mismatch.body).toMatchObject({ status: 400, code: 'VALIDATION_FAILED', field: 'messageId' });
 
       const deleted = await remove(alice, sessionId, second.messageId);
       expect(deleted.status).toBe(200);
@@ -82,6 +87,10 @@ function describeChanges(backend: 'PGlite' | 'PostgreSQL'): void {
       const again = await remove(alice, sessionId, second.messageId);
       expect(again.status).toBe(200);
       expect(again.body).toEqual(deleted.body);
+      // A client that labels the DELETE's empty body as JSON is not refused for it.
+      const labelled = await t.call('DELETE', `/api/chat/${sessionId}/messages/${second.messageId}`, { token: alice.token, headers: { 'content-type': 'application/json' }, rawBody: '' });
+      expect(labelled.status).toBe(200);
+      expect(labelled.body).toEqual(deleted.body);
       expect((await edit(alice, sessionId, second.messageId, 'back')).body).toMatchObject({ status: 409, code: 'MESSAGE_DELETED' });
 
       const messages = await history(bob, sessionId);
