@@ -9,14 +9,20 @@
 -- On the send path the stamp costs only two column defaults, no statement.
 CREATE SEQUENCE chat_change_seq;
 
+-- Existing rows all get this migration's transaction id and change number 0 (defaults that are not
+-- volatile are stored once, not written to every row: no table rewrite); they are older than any
+-- sync token. New rows get the writer's transaction id and a number from the sequence.
 ALTER TABLE chat_messages
   ADD COLUMN edited_at  timestamptz,
   ADD COLUMN deleted_at timestamptz,
   ADD COLUMN change_xid xid8   NOT NULL DEFAULT pg_current_xact_id(),
-  ADD COLUMN change_id  bigint NOT NULL DEFAULT nextval('chat_change_seq');
+  ADD COLUMN change_id  bigint NOT NULL DEFAULT 0;
+ALTER TABLE chat_messages ALTER COLUMN change_id SET DEFAULT nextval('chat_change_seq');
 
--- The one index sync needs: a session's changes in stamp order.
-CREATE INDEX chat_messages_change_idx ON chat_messages (session_id, change_xid, change_id);
+-- The one index sync needs: a session's changes in stamp order. Building it holds off writes to
+-- chat_messages while it reads the table: on a large table, create it CONCURRENTLY by hand first
+-- (same name) and this statement finds it there.
+CREATE INDEX IF NOT EXISTS chat_messages_change_idx ON chat_messages (session_id, change_xid, change_id);
 
 -- How far each side of a session has read (seen) and received (delivered), stamped like messages,
 -- so a sync tells receipts too. Written by markSeen and markDelivered, never by a send.
