@@ -294,11 +294,10 @@ export class ChatService {
       if (change.deliveredUpTo > change.seenUpTo) events.push(receipt('delivered', change.deliveredUpTo));
       if (change.seenUpTo > 0) events.push(receipt('seen', change.seenUpTo));
     }
-    // A full page continues from its last change; a short one may skip ahead to the horizon,
-    // below which it returned everything of the caller's (never behind where it started).
-    let next: ChangeStamp = hasMore ? page.at(-1)!.stamp : horizon;
-    if (compareStamps(next, since) < 0) next = since;
-    if (!hasMore && page.length > 0 && compareStamps(next, page.at(-1)!.stamp) < 0) next = page.at(-1)!.stamp;
+    // A full page continues from its last change; a short one skips ahead to the horizon, below
+    // which it returned everything of the caller's. Never backwards: the token only moves on.
+    const candidates: ChangeStamp[] = [since, ...(hasMore ? [] : [horizon]), ...(page.length > 0 ? [page.at(-1)!.stamp] : [])];
+    const next = candidates.reduce((max, stamp) => (compareStamps(stamp, max) > 0 ? stamp : max));
     return { events, next: encodeSyncToken(next), hasMore };
   }
 
