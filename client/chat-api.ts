@@ -4,7 +4,7 @@
  * the call, so an expired token is replaced without the caller noticing.
  */
 import { ChatClientError } from './chat-client-error.js';
-import type { ChatMessage, DevToken, HistoryPage, Problem, SessionInfo, SessionSummary, UnreadMessages, UnreadTotals } from './chat-types.js';
+import type { ChatMessage, DevToken, HistoryPage, Problem, SessionInfo, SessionSummary, SyncPage, UnreadMessages, UnreadTotals } from './chat-types.js';
 
 export interface ChatApiOptions {
   baseUrl: string;
@@ -84,6 +84,25 @@ export class ChatApi {
   /** The REST send (the STOMP send of ChatClient is the usual path); idempotent on clientMessageId. */
   sendMessage(sessionId: string, content: string, clientMessageId: string): Promise<ChatMessage> {
     return this.request('POST', '/api/chat/message', { sessionId, content, clientMessageId });
+  }
+
+  /** Edits my own message; resolves to it as it is now. */
+  editMessage(sessionId: string, messageId: string, content: string): Promise<ChatMessage> {
+    return this.request('PATCH', `/api/chat/${encodeURIComponent(sessionId)}/messages/${encodeURIComponent(messageId)}`, { content });
+  }
+
+  /** Deletes my own message; resolves to its tombstone (also when it was deleted already). */
+  deleteMessage(sessionId: string, messageId: string): Promise<ChatMessage> {
+    return this.request('DELETE', `/api/chat/${encodeURIComponent(sessionId)}/messages/${encodeURIComponent(messageId)}`);
+  }
+
+  /** One page of changes after `since`; without it, no events and a token for "from now on". */
+  sync(since?: string, limit?: number): Promise<SyncPage> {
+    const params = new URLSearchParams();
+    if (since !== undefined) params.set('since', since);
+    if (limit !== undefined) params.set('limit', String(limit));
+    const qs = params.toString() ? `?${params.toString()}` : '';
+    return this.request('GET', `/api/chat/sync${qs}`);
   }
 
   private async request<T>(method: string, path: string, body?: unknown, retried = false): Promise<T> {

@@ -276,3 +276,114 @@ describe('ChatClient REST helpers', () => {
     await expect(bob.c.initSession(p.bob, 'dating')).rejects.toMatchObject({ code: 'SELF_CHAT', status: 400 });
   });
 });
+
+describe('ChatClient edits, deletes and sync', () => {
+  /** What the application shows: each message by id as the client last told it. */
+  function shown(c: ChatClient) {
+    const byId = new Map<string, ChatMessage>();
+    const changes: ChatMessage[] = [];
+    c.on('message', (m) => byId.set(m.messageId, m));
+    c.on('change', (m) => {
+      changes.push(m);
+      byId.set(m.messageId, m);
+    });
+    return { byId, changes, of: (sessionId: string) => [...byId.values()].filter((m) => m.sessionId === sessionId).sort((x, y) => y.seq - x.seq) };
+  }
+
+  it('applies an edit and a delete in place for the peer and for the sender, each once', async () => {
+    const p = await pair();
+    const alice = client(p.alice);
+    const bob = client(p.bob);
+    const [aliceView, bobView] = [shown(alice.c), shown(bob.c)];
+    await Promise.all([connected(alice.c), connected(bob.c)]);
+    await Promise.all([alice.c.openSession(p.sessionId), bob.c.openSession(p.sessionId)]);
+    const sent = await restSend(p.bobToken, p.sessionId, 'helo');
+    await expect.poll(() => alice.messages.map((m) => m.content)).toEqual(['helo']);
+
+    const edited = await bob.c.editMessage(p.sessionId, sent.messageId, 'hello');
+    expect(edited).toMatchObject({ messageId: sent.messageId, seq: 1, content: 'hello' });
+    await expect.poll(() => aliceView.changes.map((m) => m.content)).toEqual(['hello']);
+    await bob.c.deleteMessage(p.sessionId, sent.messageId);
+    await expect.poll(() => aliceView.changes.map((m) => [m.content, m.deleted])).toEqual([['hello', false], ['', true]]);
+    // The sender's own REST answer and the live events of the same change count once.
+    await expect.poll(() => bobView.changes.map((m) => [m.content, m.deleted])).toEqual([['hello', false], ['', true]]);
+    await bob.c.deleteMessage(p.sessionId, sent.messageId);
+    await restSend(p.aliceToken, p.sessionId, 'next');
+    await expect.poll(() => bob.messages.map((m) => m.content)).toEqual(['helo', 'next']);
+    expect(bobView.changes).toHaveLength(2);
+    expect(aliceView.of(p.sessionId).map((m) => [m.seq, m.content, m.deleted])).toEqual([[2, 'next', false], [1, '', true]]);
+    await expect(alice.c.editMessage(p.sessionId, sent.messageId, 'not mine')).rejects.toMatchObject({ code: 'NOT_MESSAGE_SENDER', status: 403 });
+  });
+
+  it('catches up after being offline during 30 sends, 5 edits, 3 deletes and a seen in 3 sessions with sync alone, to the server\u2019s state', async () => {
+    const alice = uniqueEmail('alice');
+    const aliceToken = await t.token(alice, 'Alice');
+    const peers = await Promise.all(['bob', 'carol', 'dave'].map(async (name) => {
+      const email = uniqueEmail(name);
+      return { email, token: await t.token(email, name) };
+    }));
+    const sessions: string[] = [];
+    for (const peer of peers) sessions.push((await t.call('POST', '/api/chat/init', { token: aliceToken, body: { toEmail: peer.email, intent: 'dating' } })).body.sessionId as string);
+    for (const s of sessions) await restSend(aliceToken, s, 'before');
+
+    const urls: string[] = [];
+    let gate: Promise<void> = Promise.resolve();
+    let release = (): void => undefined;
+    const a = client(alice, {
+      fetch: (input, init) => {
+        urls.push(String(input));
+        return globalThis.fetch(input, init);
+      },
+      tokenProvider: async () => {
+        await gate;
+        return t.token(alice);
+      },
+    });
+    const view = shown(a.c);
+    await connected(a.c);
+    for (const s of sessions) await a.c.openSession(s);
+    await expect.poll(() => a.messages.length).toBe(3);
+    await expect.poll(() => a.c.syncToken).toBeDefined();
+
+    gate = new Promise((resolve) => (release = resolve));
+    a.plant.current.kill();
+    await expect.poll(() => a.c.state).toBe('reconnecting');
+    const cut = urls.length;
+    const sent: Array<{ token: string; sessionId: string; messageId: string }> = [];
+    for (let i = 0; i < 30; i++) {
+      const sessionId = sessions[i % 3]!;
+      const token = i % 4 === 0 ? aliceToken : peers[i % 3]!.token;
+      sent.push({ token, sessionId, messageId: (await restSend(token, sessionId, `m${i}`)).messageId });
+    }
+    for (const i of [0, 5, 9, 13, 22]) {
+      const res = await t.call('PATCH', `/api/chat/${sent[i]!.sessionId}/messages/${sent[i]!.messageId}`, { token: sent[i]!.token, body: { content: `m${i} edited` } });
+      expect(res.status).toBe(200);
+    }
+    for (const i of [5, 7, 29]) expect((await t.call('DELETE', `/api/chat/${sent[i]!.sessionId}/messages/${sent[i]!.messageId}`, { token: sent[i]!.token })).status).toBe(200);
+    for (const [i, s] of sessions.entries()) await t.call('POST', `/api/chat/${s}/seen`, { token: peers[i]!.token, body: { upToSeq: 6 } });
+    release();
+
+    await expect.poll(() => a.c.state, { timeout: 10_000 }).toBe('connected');
+    for (const s of sessions) {
+      const history = (await t.call('GET', `/api/chat/${s}/history?limit=200`, { token: aliceToken })).body.messages as ChatMessage[];
+      const state = (m: ChatMessage) => [m.messageId, m.seq, m.content, m.deleted, m.editedAt];
+      await expect.poll(() => view.of(s).map(state), { timeout: 10_000 }).toEqual(history.map(state));
+    }
+    // The seq order and each message once still hold; the catch-up was sync, not history.
+    for (const s of sessions) {
+      const seqs = a.messages.filter((m) => m.sessionId === s).map((m) => m.seq);
+      expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1));
+    }
+    const after = urls.slice(cut);
+    expect(after.filter((u) => u.includes('/api/chat/sync?since='))).not.toHaveLength(0);
+    expect(after.filter((u) => u.includes('/history'))).toEqual([]);
+    // Each peer read alice's messages up to seq 6: a receipt up to her last one there.
+    const seen = a.receipts.filter((r) => r.status === 'seen');
+    expect(seen.map((r) => r.sessionId).sort()).toEqual([...sessions].sort());
+    for (const r of seen) {
+      const history = (await t.call('GET', `/api/chat/${r.sessionId}/history?limit=200`, { token: aliceToken })).body.messages as ChatMessage[];
+      expect(r.upToSeq).toBe(Math.max(...history.filter((m) => m.senderEmail === alice && m.seq <= 6).map((m) => m.seq)));
+    }
+    expect(a.errors).toEqual([]);
+  });
+});

@@ -6,8 +6,9 @@
  *   backoff, the user queues and open sessions' topics subscribed again on every connection.
  * - `PendingSends` (pending-sends.ts): each send re-SENT with its clientMessageId until the service
  *   acknowledges or refuses it.
- * - `SessionRecovery` (session-recovery.ts): messages per session in seq order, each once, with
- *   what the connection missed fetched from history.
+ * - `SessionRecovery` (session-recovery.ts): messages per session in seq order, each once, edits
+ *   and deletes applied in place, with what the connection missed fetched by one sync sequence
+ *   (history for a first start).
  *
  * Lifecycle: `connect()` → connecting → connected ⇄ reconnecting → `close()` → disconnected; three
  * refusals of the token in a row (or an ERROR the service marks `reconnect: false`) end in
@@ -17,7 +18,7 @@
 import type { IMessage } from '@stomp/stompjs';
 import { ChatApi, type HistoryQuery } from './chat-api.js';
 import { ChatClientError } from './chat-client-error.js';
-import type { ChatMessage, HistoryPage, Problem, Receipt, SessionInfo, SessionSummary, TypingSignal, UnreadMessages, UnreadTotals } from './chat-types.js';
+import type { ChatMessage, HistoryPage, Problem, Receipt, SessionInfo, SessionSummary, SyncPage, TypingSignal, UnreadMessages, UnreadTotals } from './chat-types.js';
 import { backoffDelay, type BackoffOptions } from './backoff.js';
 import { PendingSends, type OutgoingMessage } from './pending-sends.js';
 import { SessionRecovery } from './session-recovery.js';
@@ -31,11 +32,17 @@ export { newClientMessageId, type OutgoingMessage } from './pending-sends.js';
 export interface ChatClientEvents {
   /** A message of a tracked session, in seq order per session, each once (mine included). */
   message: (message: ChatMessage) => void;
+  /**
+   * A message handed out before was edited or deleted (by its sender, maybe me): the message as it
+   * is now, to render in its place (same `messageId` and `seq`); `deleted` is a tombstone.
+   */
+  change: (message: ChatMessage) => void;
   /** The service stored one of my sends (from this or another of my connections). */
   ack: (message: ChatMessage) => void;
   /**
    * The peer's client received (`delivered`) or read (`seen`) my messages; or I read messages, on
-   * this device or another of mine (`readerEmail` is mine): clear what they counted as unread.
+   * this device or another of mine (`readerEmail` is mine): clear what they counted as unread. From
+   * a sync, `messageIds` is empty: every message of the other side up to `upToSeq`.
    */
   receipt: (receipt: Receipt) => void;
   /** The peer started or stopped typing in an open session. */
@@ -65,6 +72,8 @@ export interface ChatClientOptions {
   heartbeatMs?: number;
   /** How long a gap in a session's seqs may last before history fills it; default 1 s. */
   gapFillDelayMs?: number;
+  /** A sync token kept from an earlier client (`syncToken`): its first connection syncs from there. */
+  syncToken?: string;
   /** Consecutive token refusals at CONNECT before giving up; default 3. */
   maxAuthFailures?: number;
   /**
@@ -126,6 +135,10 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
       listSessions: () => this.api.listSessions(),
       arrived: (message) => this.sends.settle(message),
       deliver: (message) => this.emit('message', message),
+      changed: (message) => this.emit('change', message),
+      sync: (since) => this.api.sync(since),
+      syncedReceipt: (receipt) => this.emit('receipt', { ...receipt, messageIds: [] }),
+      syncToken: options.syncToken,
       error: (error) => this.emit('error', error),
       gapFillDelayMs: options.gapFillDelayMs ?? 1000,
       retryDelayMs: () => backoffDelay(2, backoff),
@@ -164,6 +177,11 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
 
   get transport(): ChatTransport {
     return this.chosenTransport;
+  }
+
+  /** Where sync stands; keep it (with each session's lastSeq) to start a later client from here. */
+  get syncToken(): string | undefined {
+    return this.recovery.syncToken;
   }
 
   /** Sends not yet acknowledged by the service. */
@@ -243,6 +261,33 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     await this.api.markSeen(sessionId, upToSeq);
   }
 
+  /** Edits my own message; it is applied here at once (a `change` event) and reaches the peer live. */
+  async editMessage(sessionId: string, messageId: string, content: string): Promise<ChatMessage> {
+    const message = await this.api.editMessage(sessionId, messageId, content);
+    this.recovery.change(message);
+    return message;
+  }
+
+  /** Deletes my own message (again: the same tombstone); applied here at once, like an edit. */
+  async deleteMessage(sessionId: string, messageId: string): Promise<ChatMessage> {
+    const message = await this.api.deleteMessage(sessionId, messageId);
+    this.recovery.change(message);
+    return message;
+  }
+
+  /**
+   * Catches every session up now with one sync sequence (history on a first start), as a reconnect
+   * does; resolves when done.
+   */
+  sync(): Promise<void> {
+    return this.recovery.syncNow();
+  }
+
+  /** One raw page of `GET /api/chat/sync` (the client's own token is not moved). */
+  syncPage(since?: string, limit?: number): Promise<SyncPage> {
+    return this.api.sync(since, limit);
+  }
+
   /** Tells the peer I am (not) typing; dropped while disconnected, as typing is ephemeral. */
   typing(sessionId: string, typing: boolean): void {
     this.link.publish('/app/chat.typing', { sessionId, typing });
@@ -289,7 +334,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
 
   private onDeliveryFrame(frame: IMessage): void {
     const message = parseMessage(frame.body);
-    if (message) this.recovery.accept(message);
+    if (message) this.take(frame, message);
     try {
       frame.ack(); // marks it delivered and tells the sender; a duplicate is acknowledged too
     } catch {
@@ -311,9 +356,11 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
 
   private onTopicFrame(frame: IMessage): void {
     switch (frame.headers['event-type']) {
-      case 'message': {
+      case 'message':
+      case 'edit':
+      case 'delete': {
         const message = parseMessage(frame.body);
-        if (message) this.recovery.accept(message);
+        if (message) this.take(frame, message);
         return;
       }
       case 'typing': {
@@ -326,6 +373,12 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
         // copies would only repeat them.
         return;
     }
+  }
+
+  private take(frame: IMessage, message: ChatMessage): void {
+    const type = frame.headers['event-type'];
+    if (type === 'edit' || type === 'delete') this.recovery.change(message);
+    else this.recovery.accept(message);
   }
 
   private onErrorFrame(frame: IMessage): void {

@@ -17,6 +17,10 @@ export interface ChatMessage {
   sentAt: string;
   delivered: boolean;
   seen: boolean;
+  /** When its sender last edited it (ISO 8601), or null. */
+  editedAt: string | null;
+  /** Deleted: a tombstone in its place (same id and seq), content "". */
+  deleted: boolean;
 }
 
 /** A delivered/seen receipt: the reader's client ACKed (`delivered`) or read (`seen`) messages. */
@@ -26,6 +30,28 @@ export interface Receipt {
   upToSeq: number;
   status: 'seen' | 'delivered';
   messageIds: string[];
+}
+
+/** A receipt as a sync tells it: how far one side has read (or received) the other's messages. */
+export interface SyncReceipt {
+  sessionId: string;
+  readerEmail: string;
+  upToSeq: number;
+  status: 'seen' | 'delivered';
+}
+
+/** One change from `GET /api/chat/sync`: a message as it is now (typed by its state), or a receipt. */
+export type SyncEvent =
+  | { type: 'message' | 'edit' | 'delete'; sessionId: string; message: ChatMessage }
+  | { type: 'receipt'; sessionId: string; receipt: SyncReceipt };
+
+export interface SyncPage {
+  /** Oldest first. */
+  events: SyncEvent[];
+  /** Pass as `since` next time. */
+  next: string;
+  /** More changes wait: call again with `next` now. */
+  hasMore: boolean;
 }
 
 export interface TypingSignal {

@@ -31,6 +31,8 @@ const stored = (request: SendRequest, seq = 1): ChatMessage => ({
   sentAt: new Date(0).toISOString(),
   delivered: false,
   seen: false,
+  editedAt: null,
+  deleted: false,
 });
 
 const refusal = (clientMessageId: string, code: string, status: number) => ChatClientError.fromProblem({ code, status, detail: code, clientMessageId });

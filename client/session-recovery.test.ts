@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { HistoryQuery } from './chat-api.js';
 import { ChatClientError } from './chat-client-error.js';
-import type { ChatMessage, HistoryPage } from './chat-types.js';
+import type { ChatMessage, HistoryPage, SyncPage } from './chat-types.js';
 import { SessionRecovery } from './session-recovery.js';
 
 const GAP_MS = 1_000;
@@ -19,17 +19,21 @@ const message = (sessionId: string, seq: number): ChatMessage => ({
   sentAt: new Date(0).toISOString(),
   delivered: false,
   seen: false,
+  editedAt: null,
+  deleted: false,
 });
 
 /** A service's history: every session's messages up to `latest`, paged as the REST API does. */
-function recovery() {
+function recovery(syncing?: { sync: (since: string | undefined) => Promise<SyncPage>; syncToken?: string }) {
   const latest = new Map<string, number>();
   const historyCalls: Array<[string, HistoryQuery]> = [];
   let failing = 0;
   const delivered: string[] = [];
   const arrived: string[] = [];
   const errors: string[] = [];
+  const changed: string[] = [];
   const r = new SessionRecovery({
+    ...syncing,
     history: async (sessionId, query) => {
       historyCalls.push([sessionId, query]);
       if (failing > 0) {
@@ -45,11 +49,12 @@ function recovery() {
     listSessions: async () => [...latest].map(([sessionId, lastSeq]) => ({ sessionId, lastSeq })),
     arrived: (m) => arrived.push(m.messageId),
     deliver: (m) => delivered.push(`${m.sessionId}:${m.seq}`),
+    changed: (m) => changed.push(`${m.sessionId}:${m.seq}:${m.deleted ? 'deleted' : m.content}`),
     error: (e) => errors.push(e.code),
     gapFillDelayMs: GAP_MS,
     retryDelayMs: () => RETRY_MS,
   });
-  return { r, latest, historyCalls, delivered, arrived, errors, fail: (n: number) => (failing = n) };
+  return { r, latest, historyCalls, delivered, arrived, errors, changed, fail: (n: number) => (failing = n) };
 }
 
 const seqs = (from: number, to: number, sessionId = 's1') => Array.from({ length: to - from + 1 }, (_, i) => `${sessionId}:${from + i}`);
@@ -177,5 +182,66 @@ describe('SessionRecovery', () => {
     expect(delivered).toEqual(['s1:8']);
     r.track('s1', 2);
     expect(r.lastSeq('s1')).toBe(8);
+  });
+});
+
+describe('SessionRecovery with edits, deletes and sync', () => {
+  const edited = (sessionId: string, seq: number, content: string, at: number): ChatMessage => ({ ...message(sessionId, seq), content, editedAt: new Date(at).toISOString() });
+  const deleted = (sessionId: string, seq: number): ChatMessage => ({ ...message(sessionId, seq), content: '', deleted: true });
+
+  it('reports each newer state of a handed-out message once, and hands out a waiting one as it is now', () => {
+    const { r, delivered, changed } = recovery();
+    r.track('s1', 0);
+    r.accept(message('s1', 1));
+    r.change(edited('s1', 1, 'one', 1000));
+    r.change(edited('s1', 1, 'one', 1000)); // the same edit from the topic and the queue
+    r.change(edited('s1', 1, 'older', 500)); // late
+    r.change(deleted('s1', 1));
+    r.change(edited('s1', 1, 'after delete', 2000));
+    expect(changed).toEqual(['s1:1:one', 's1:1:deleted']);
+    r.accept(message('s1', 3));
+    r.change(edited('s1', 3, 'three', 1000));
+    r.accept(message('s1', 2));
+    expect(delivered).toEqual(seqs(1, 3));
+    expect(changed).toEqual(['s1:1:one', 's1:1:deleted']); // seq 3 went out once, edited
+  });
+
+  it('catches up with one sync sequence when it has a token, and with history when the token is refused', async () => {
+    const calls: Array<string | undefined> = [];
+    let refuse = false;
+    const pages: Record<string, SyncPage> = {
+      t1: { events: [{ type: 'message', sessionId: 's1', message: message('s1', 1) }, { type: 'edit', sessionId: 's1', message: edited('s1', 3, 'three', 1) }], next: 't2', hasMore: true },
+      t2: { events: [{ type: 'message', sessionId: 's1', message: message('s1', 2) }, { type: 'delete', sessionId: 's1', message: deleted('s1', 1) }], next: 't3', hasMore: false },
+      t3: { events: [], next: 't3', hasMore: false },
+    };
+    const { r, delivered, changed, historyCalls, latest, errors } = recovery({
+      syncToken: 't1',
+      sync: async (since) => {
+        calls.push(since);
+        if (since === undefined) return { events: [], next: 'fresh', hasMore: false };
+        if (refuse) throw new ChatClientError('VALIDATION_FAILED', 'bad token', 400);
+        return pages[since]!;
+      },
+    });
+    r.track('s1', 0);
+    latest.set('s1', 3);
+    r.connected();
+    await vi.runAllTimersAsync();
+    expect(calls).toEqual(['t1', 't2']);
+    expect(historyCalls).toEqual([]);
+    expect(delivered).toEqual(seqs(1, 3));
+    expect(changed).toEqual(['s1:1:deleted']);
+    expect(r.syncToken).toBe('t3');
+
+    refuse = true;
+    latest.set('s1', 5);
+    r.disconnected();
+    r.connected();
+    await vi.runAllTimersAsync();
+    expect(errors).toEqual(['VALIDATION_FAILED']);
+    expect(calls.slice(2)).toEqual(['t3', undefined]);
+    expect(historyCalls.map(([id, q]) => [id, q.after])).toEqual([['s1', 3]]);
+    expect(delivered).toEqual(seqs(1, 5));
+    expect(r.syncToken).toBe('fresh');
   });
 });

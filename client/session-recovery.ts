@@ -8,11 +8,18 @@
  * A session is tracked from the first message seen, or from `track(id, lastSeq)`. Recovery that
  * fails is reported and tried again later, as long as the connection it started on is still up.
  *
+ * Edits and deletes (`change`) of a message already handed out are reported as changes, each state
+ * once; of a message not handed out yet, they replace it in the queue, so it is handed out as it is.
+ *
+ * With a sync token (taken on the first connection, before history is read), a reconnect catches up
+ * with one `sync` page sequence for every session, edits and deletes included; history per session
+ * is the fallback when there is no token yet or the sync fails.
+ *
  * Must never happen: a seq handed out twice or out of order, or two catch-ups of one session at once.
  */
 import type { HistoryQuery } from './chat-api.js';
 import { ChatClientError } from './chat-client-error.js';
-import type { ChatMessage, HistoryPage } from './chat-types.js';
+import type { ChatMessage, HistoryPage, SyncPage, SyncReceipt } from './chat-types.js';
 import { SessionSequencer } from './session-sequencer.js';
 
 export interface SessionRecoveryOptions {
@@ -23,6 +30,14 @@ export interface SessionRecoveryOptions {
   arrived(message: ChatMessage): void;
   /** Messages of a session in seq order, each once. */
   deliver(message: ChatMessage): void;
+  /** An edit or delete of a message handed out before: the message as it is now. */
+  changed(message: ChatMessage): void;
+  /** `GET /api/chat/sync`; absent: recovery reads history only. */
+  sync?(since: string | undefined): Promise<SyncPage>;
+  /** A receipt a sync brought. */
+  syncedReceipt?(receipt: SyncReceipt): void;
+  /** Where sync stands to start from (a token kept by the application); default none. */
+  syncToken?: string;
   error(error: ChatClientError): void;
   /** How long a gap in a session's seqs may last before history fills it. */
   gapFillDelayMs: number;
@@ -32,6 +47,8 @@ export interface SessionRecoveryOptions {
 
 interface TrackedSession {
   readonly sequencer: SessionSequencer<ChatMessage>;
+  /** The newest state handed out of each message that was edited or deleted. */
+  readonly versions: Map<string, number>;
   gapTimer?: ReturnType<typeof setTimeout>;
   catchingUp?: Promise<void>;
   catchUpAgain?: boolean;
@@ -48,8 +65,17 @@ export class SessionRecovery {
   private closed = false;
   /** Moves whenever the connection comes up or goes down: work begun under another is dropped. */
   private epoch = 0;
+  private token: string | undefined;
+  private syncing: Promise<void> | undefined;
 
-  constructor(private readonly options: SessionRecoveryOptions) {}
+  constructor(private readonly options: SessionRecoveryOptions) {
+    this.token = options.syncToken;
+  }
+
+  /** Where sync stands: keep it to start a later client from here. */
+  get syncToken(): string | undefined {
+    return this.token;
+  }
 
   isTracking(sessionId: string): boolean {
     return this.sessions.has(sessionId);
@@ -64,7 +90,7 @@ export class SessionRecovery {
   track(sessionId: string, lastSeq: number): void {
     const session = this.sessions.get(sessionId);
     if (!session) {
-      this.sessions.set(sessionId, { sequencer: new SessionSequencer(Math.max(0, lastSeq)) });
+      this.sessions.set(sessionId, newSession(Math.max(0, lastSeq)));
       return;
     }
     this.deliver(session.sequencer.advanceTo(lastSeq));
@@ -74,22 +100,40 @@ export class SessionRecovery {
   /** Every message, from any source, goes through here. */
   accept(message: ChatMessage): void {
     this.options.arrived(message);
-    let session = this.sessions.get(message.sessionId);
-    if (!session) {
-      // A session we did not know (a new conversation): start tracking at this message.
-      session = { sequencer: new SessionSequencer(message.seq - 1) };
-      this.sessions.set(message.sessionId, session);
-    }
+    const session = this.sessionOf(message);
     this.deliver(session.sequencer.offer(message));
     this.checkGap(message.sessionId, session);
   }
 
-  /** The connection is up (again): page through history after each tracked session that moved. */
+  /** An edit or delete (live, from sync, or my own): the message as it is now. */
+  change(message: ChatMessage): void {
+    const session = this.sessionOf(message);
+    if (message.seq > session.sequencer.lastSeq) {
+      // Not handed out yet: it goes out once, as it is now.
+      this.deliver(session.sequencer.offerNewer(message));
+      this.checkGap(message.sessionId, session);
+      return;
+    }
+    const version = versionOf(message);
+    if (version <= (session.versions.get(message.messageId) ?? 0)) return;
+    session.versions.set(message.messageId, version);
+    this.options.changed(message);
+  }
+
+  /**
+   * The connection is up (again): with a sync token, one sync sequence; without one (a first
+   * start), a token first, then history after each tracked session that moved.
+   */
   connected(): void {
     this.epoch++;
     this.online = true;
     this.clearRetries();
-    void this.recoverAll();
+    void this.recover();
+  }
+
+  /** Catches up every session with sync now (history when it cannot); resolves when done. */
+  async syncNow(): Promise<void> {
+    await this.recover();
   }
 
   disconnected(): void {
@@ -118,7 +162,75 @@ export class SessionRecovery {
   }
 
   private deliver(messages: ChatMessage[]): void {
-    for (const message of messages) this.options.deliver(message);
+    for (const message of messages) {
+      const version = versionOf(message);
+      if (version > 0) this.sessions.get(message.sessionId)?.versions.set(message.messageId, version);
+      this.options.deliver(message);
+    }
+  }
+
+  private sessionOf(message: ChatMessage): TrackedSession {
+    let session = this.sessions.get(message.sessionId);
+    if (!session) {
+      // A session we did not know (a new conversation): start tracking at this message.
+      session = newSession(message.seq - 1);
+      this.sessions.set(message.sessionId, session);
+    }
+    return session;
+  }
+
+  private recover(): Promise<void> {
+    if (this.syncing) return this.syncing;
+    const run = async (): Promise<void> => {
+      const epoch = this.epoch;
+      const sync = this.options.sync;
+      if (sync && this.token !== undefined) {
+        try {
+          await this.syncFrom(sync, epoch);
+          return;
+        } catch (err) {
+          if (epoch !== this.epoch) return;
+          const error = asClientError(err, 'SYNC_FAILED');
+          this.options.error(error);
+          if (error.retryable) {
+            // The service or the way to it failed: the same token, a little later.
+            this.later(() => void this.recover());
+            return;
+          }
+          // A token the service does not take (or no sync there): start over from history.
+          this.token = undefined;
+        }
+      }
+      if (sync && this.token === undefined) {
+        // Taken before history is read, so nothing that happens meanwhile falls between the two.
+        try {
+          const start = await sync(undefined);
+          if (epoch === this.epoch) this.token = start.next;
+        } catch {
+          // No sync here: history alone, as before.
+        }
+      }
+      if (epoch === this.epoch) await this.recoverAll();
+    };
+    this.syncing = run().finally(() => {
+      this.syncing = undefined;
+    });
+    return this.syncing;
+  }
+
+  /** One page sequence from the token; the token moves only past pages applied. */
+  private async syncFrom(sync: (since: string | undefined) => Promise<SyncPage>, epoch: number): Promise<void> {
+    for (;;) {
+      const page = await sync(this.token);
+      if (epoch !== this.epoch || this.closed) return;
+      for (const event of page.events) {
+        if (event.type === 'message') this.accept(event.message);
+        else if (event.type === 'receipt') this.options.syncedReceipt?.(event.receipt);
+        else this.change(event.message);
+      }
+      this.token = page.next;
+      if (!page.hasMore) return;
+    }
   }
 
   /** A gap that lasts is filled from history: the missing message may never come live. */
@@ -213,4 +325,14 @@ export class SessionRecovery {
 function asClientError(err: unknown, code: string): ChatClientError {
   if (err instanceof ChatClientError) return err;
   return new ChatClientError(code, err instanceof Error ? err.message : String(err));
+}
+
+function newSession(lastSeq: number): TrackedSession {
+  return { sequencer: new SessionSequencer<ChatMessage>(lastSeq), versions: new Map() };
+}
+
+/** Orders a message's states: untouched, then each edit by time, then deleted (final). */
+function versionOf(message: ChatMessage): number {
+  if (message.deleted) return Number.MAX_SAFE_INTEGER;
+  return message.editedAt ? Date.parse(message.editedAt) || 1 : 0;
 }

@@ -21,6 +21,16 @@ describe('SessionSequencer', () => {
     expect(s.hasGap).toBe(false);
   });
 
+  it('replaces a waiting copy with a newer state, and hands it out once', () => {
+    const s = new SessionSequencer<{ seq: number; id: string }>(0);
+    expect(s.offer({ seq: 2, id: 'old' })).toEqual([]);
+    expect(s.offerNewer({ seq: 2, id: 'edited' })).toEqual([]);
+    expect(s.offer({ seq: 2, id: 'old again' })).toEqual([]);
+    expect(s.offer(m(1))).toEqual([m(1), { seq: 2, id: 'edited' }]);
+    expect(s.offerNewer({ seq: 2, id: 'later' })).toEqual([]);
+    expect(s.offerNewer({ seq: 3, id: 'first heard as an edit' })).toEqual([{ seq: 3, id: 'first heard as an edit' }]);
+  });
+
   it('drops what it already handed out or buffered', () => {
     const s = new SessionSequencer(5);
     expect(s.offer(m(5))).toEqual([]);

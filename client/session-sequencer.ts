@@ -35,6 +35,16 @@ export class SessionSequencer<M extends { seq: number }> {
     return this.drain();
   }
 
+  /**
+   * Offers a message in a newer state than any copy of it waiting here (an edit or delete of a
+   * message not handed out yet): it replaces the waiting copy, or is offered like any message.
+   */
+  offerNewer(message: M): M[] {
+    if (!Number.isSafeInteger(message.seq) || message.seq <= this.last) return [];
+    this.buffer.set(message.seq, message);
+    return this.drain();
+  }
+
   /** The consumer has everything up to `seq` by other means: skip to it and hand out what follows. */
   advanceTo(seq: number): M[] {
     if (seq <= this.last) return [];

@@ -4,8 +4,30 @@
  */
 import { describe, expectTypeOf, it } from 'vitest';
 import type { ChatEvent, ChatMessageView } from '../src/chat/chat-events.js';
-import type { ChatService, HistoryPage as ServiceHistoryPage, ParticipantView, SessionListItem, SessionView } from '../src/chat/chat-service.js';
-import type { ChatMessage, HistoryPage, Participant, Receipt, SessionInfo, SessionSummary, TypingSignal, UnreadMessages, UnreadTotals } from './chat-types.js';
+import type {
+  ChatService,
+  HistoryPage as ServiceHistoryPage,
+  ParticipantView,
+  SessionListItem,
+  SessionView,
+  SyncEvent as ServiceSyncEvent,
+  SyncPage as ServiceSyncPage,
+  SyncReceipt as ServiceSyncReceipt,
+} from '../src/chat/chat-service.js';
+import type {
+  ChatMessage,
+  HistoryPage,
+  Participant,
+  Receipt,
+  SessionInfo,
+  SessionSummary,
+  SyncEvent,
+  SyncPage,
+  SyncReceipt,
+  TypingSignal,
+  UnreadMessages,
+  UnreadTotals,
+} from './chat-types.js';
 
 type EventPayload<T extends ChatEvent['type'], K extends string> = Extract<ChatEvent, { type: T }> extends Record<K, infer P> ? P : never;
 
@@ -20,5 +42,10 @@ describe('SDK wire types', () => {
     expectTypeOf<Receipt>().toEqualTypeOf<EventPayload<'receipt', 'receipt'>>();
     expectTypeOf<UnreadTotals>().toEqualTypeOf<Awaited<ReturnType<ChatService['unreadCount']>>>();
     expectTypeOf<TypingSignal>().toEqualTypeOf<EventPayload<'typing', 'typing'>>();
+    expectTypeOf<ChatMessage>().toEqualTypeOf<EventPayload<'edit' | 'delete', 'message'>>();
+    expectTypeOf<SyncReceipt>().toEqualTypeOf<ServiceSyncReceipt>();
+    expectTypeOf<SyncEvent>().toEqualTypeOf<ServiceSyncEvent>();
+    expectTypeOf<SyncPage>().toEqualTypeOf<ServiceSyncPage>();
+    expectTypeOf<SyncPage>().toEqualTypeOf<Awaited<ReturnType<ChatService['sync']>>>();
   });
 });

@@ -41,6 +41,8 @@ function messageEvent(from: string, to: string): ChatEvent {
       sentAt: new Date().toISOString(),
       delivered: false,
       seen: false,
+      editedAt: null,
+      deleted: false,
     },
   };
 }

@@ -17,6 +17,10 @@ export interface ChatMessageView {
   sentAt: string;
   delivered: boolean;
   seen: boolean;
+  /** When its sender last edited it (ISO 8601), or null. */
+  editedAt: string | null;
+  /** A deleted message stays in its place as a tombstone: same id and seq, content "". */
+  deleted: boolean;
 }
 
 /** Where an event goes: a session topic, or a user queue resolved to that user's connections. */
@@ -26,6 +30,8 @@ export type Destination =
 
 export type ChatEvent =
   | { type: 'message'; sessionId: string; destinations: Destination[]; message: ChatMessageView }
+  /** A message changed in place: the body is the message as it is now (a delete's is the tombstone). */
+  | { type: 'edit' | 'delete'; sessionId: string; destinations: Destination[]; message: ChatMessageView }
   | {
       type: 'receipt';
       sessionId: string;

@@ -7,7 +7,8 @@ import type { Caller } from './caller.js';
 import { ChatError } from './chat-errors.js';
 import { type ChatMessageView, type Destination, type ReportView, sessionTopic } from './chat-events.js';
 import { toProblem } from './problem.js';
-import type { BusEnvelope, Clock, EventBus, MessageRecord, MessageStore, Participant, ProfileDirectory, ReportRecord, SessionRecord } from './ports.js';
+import type { BusEnvelope, ChangeStamp, Clock, EventBus, MessageRecord, MessageStore, Participant, ProfileDirectory, ReportRecord, SessionRecord } from './ports.js';
+import { compareStamps, decodeSyncToken, encodeSyncToken } from './sync-token.js';
 import { normalizeEmail, requireContent, requireEmail, requireIntent, requireSeq, requireUuid } from './validation.js';
 
 export interface SendMessageInput {
@@ -46,8 +47,34 @@ export interface SessionListItem extends SessionView {
   blockedByMe: boolean;
 }
 
+/** A receipt as sync tells it: how far one side has read (or received) the other's messages. */
+export interface SyncReceipt {
+  sessionId: string;
+  readerEmail: string;
+  upToSeq: number;
+  status: 'seen' | 'delivered';
+}
+
+/**
+ * One change sync returns. A message comes as it is now, typed by its state (deleted: 'delete',
+ * edited: 'edit', else 'message'), so an edit or delete may be the first a client hears of it.
+ */
+export type SyncEvent =
+  | { type: 'message' | 'edit' | 'delete'; sessionId: string; message: ChatMessageView }
+  | { type: 'receipt'; sessionId: string; receipt: SyncReceipt };
+
+export interface SyncPage {
+  /** Oldest first. */
+  events: SyncEvent[];
+  /** The token to pass as `since` next time. */
+  next: string;
+  /** More changes are waiting: call again with `next` now. */
+  hasMore: boolean;
+}
+
 const MAX_PAGE = 200;
 const MAX_REASON_CHARS = 1000;
+export const MAX_SYNC_PAGE = 500;
 const SESSION_CACHE_MAX = 10_000;
 
 export interface ChatServiceDeps {
@@ -204,6 +231,78 @@ export class ChatService {
     return update.messages.length;
   }
 
+  async editMessage(caller: Caller, input: { sessionId: unknown; messageId: unknown; content: unknown }): Promise<ChatMessageView> {
+    const sessionId = requireUuid('sessionId', input.sessionId);
+    const messageId = requireUuid('messageId', input.messageId);
+    const content = requireContent(input.content, this.deps.maxContentChars);
+    return this.changeMessage(caller, sessionId, messageId, { kind: 'edit', content });
+  }
+
+  /** Deleting a deleted message answers its tombstone again and emits nothing. */
+  async deleteMessage(caller: Caller, input: { sessionId: unknown; messageId: unknown }): Promise<ChatMessageView> {
+    const sessionId = requireUuid('sessionId', input.sessionId);
+    const messageId = requireUuid('messageId', input.messageId);
+    return this.changeMessage(caller, sessionId, messageId, { kind: 'delete' });
+  }
+
+  private async changeMessage(
+    caller: Caller,
+    sessionId: string,
+    messageId: string,
+    change: { kind: 'edit'; content: string } | { kind: 'delete' },
+  ): Promise<ChatMessageView> {
+    const session = await this.participantSession(caller, sessionId);
+    const { me } = sides(session, caller.email);
+    const { message } = await this.deps.store.changeMessage({
+      sessionId,
+      messageId,
+      requesterProfileId: me.profileId,
+      change,
+      at: this.deps.clock.now(),
+      toEvent: (changed) => changeEnvelope(session, change.kind, changed),
+    });
+    return messageView(session, message);
+  }
+
+  /**
+   * Every change in the caller's sessions after `since` (ADR 0017). Without `since`, no events and
+   * a token for "from now on": a client loads history first, then syncs from there.
+   */
+  async sync(caller: Caller, query: { since?: unknown; limit?: unknown }): Promise<SyncPage> {
+    const limit = query.limit ?? MAX_SYNC_PAGE;
+    if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > MAX_SYNC_PAGE) {
+      throw new ChatError('VALIDATION_FAILED', `limit must be 1..${MAX_SYNC_PAGE}`, { field: 'limit' });
+    }
+    if (query.since === undefined) return { events: [], next: encodeSyncToken(await this.deps.store.changeHorizon()), hasMore: false };
+    const since = decodeSyncToken(query.since);
+    // One extra change tells whether another page waits.
+    const { changes, horizon } = await this.deps.store.changesSince(caller.email, since, limit + 1);
+    const hasMore = changes.length > limit;
+    const page = hasMore ? changes.slice(0, limit) : changes;
+    const events: SyncEvent[] = [];
+    for (const change of page) {
+      const session = await this.participantSession(caller, change.kind === 'message' ? change.message.sessionId : change.sessionId);
+      if (change.kind === 'message') {
+        const message = messageView(session, change.message);
+        events.push({ type: message.deleted ? 'delete' : message.editedAt ? 'edit' : 'message', sessionId: session.id, message });
+        continue;
+      }
+      const reader = change.readerProfileId === session.a.profileId ? session.a : session.b;
+      const receipt = (status: 'seen' | 'delivered', upToSeq: number): SyncEvent => ({
+        type: 'receipt',
+        sessionId: session.id,
+        receipt: { sessionId: session.id, readerEmail: reader.email, upToSeq, status },
+      });
+      if (change.deliveredUpTo > change.seenUpTo) events.push(receipt('delivered', change.deliveredUpTo));
+      if (change.seenUpTo > 0) events.push(receipt('seen', change.seenUpTo));
+    }
+    // A full page continues from its last change; a short one skips ahead to the horizon, below
+    // which it returned everything of the caller's. Never backwards: the token only moves on.
+    const candidates: ChangeStamp[] = [since, ...(hasMore ? [] : [horizon]), ...(page.length > 0 ? [page.at(-1)!.stamp] : [])];
+    const next = candidates.reduce((max, stamp) => (compareStamps(stamp, max) > 0 ? stamp : max));
+    return { events, next: encodeSyncToken(next), hasMore };
+  }
+
   /** Typing signals are ephemeral: published straight to the bus, never stored, lost if nobody listens. */
   async typing(caller: Caller, sessionIdInput: unknown, typingInput: unknown): Promise<void> {
     const sessionId = requireUuid('sessionId', sessionIdInput);
@@ -345,6 +444,8 @@ function messageView(session: SessionRecord, m: MessageRecord): ChatMessageView 
     sentAt: m.sentAt.toISOString(),
     delivered: m.delivered,
     seen: m.seen,
+    editedAt: m.editedAt ? m.editedAt.toISOString() : null,
+    deleted: m.deleted,
   };
 }
 
@@ -358,6 +459,16 @@ function reportView(r: ReportRecord): ReportView {
     content: r.content,
     createdAt: r.createdAt.toISOString(),
   };
+}
+
+/** An edit or delete goes to both participants' connections: the topic and each one's messages queue. */
+function changeEnvelope(session: SessionRecord, kind: 'edit' | 'delete', m: MessageRecord): BusEnvelope {
+  const destinations: Destination[] = [
+    { topic: sessionTopic(session.id) },
+    { user: session.a.email, queue: 'messages' },
+    { user: session.b.email, queue: 'messages' },
+  ];
+  return { recipients: [session.a.email, session.b.email], event: { type: kind, sessionId: session.id, destinations, message: messageView(session, m) } };
 }
 
 function messageEnvelope(session: SessionRecord, sender: Participant, receiver: Participant, m: MessageRecord): BusEnvelope {

@@ -266,6 +266,10 @@ export interface MessageRecord {
   readonly sentAt: Date;
   readonly delivered: boolean;
   readonly seen: boolean;
+  /** When its sender last edited it; null when never. */
+  readonly editedAt: Date | null;
+  /** Deleted: a tombstone whose content is "" (erased in the store, not hidden). */
+  readonly deleted: boolean;
 }
 
 export interface AppendMessage {
@@ -277,6 +281,40 @@ export interface AppendMessage {
   /** Builds the outbox event once the message has its id and seq; written in the same transaction. */
   readonly toEvent: (message: MessageRecord) => BusEnvelope;
 }
+
+/** An edit or a delete of one message, asked by `requesterProfileId`. */
+export interface ChangeMessage {
+  readonly sessionId: string;
+  readonly messageId: string;
+  readonly requesterProfileId: string;
+  readonly change: { readonly kind: 'edit'; readonly content: string } | { readonly kind: 'delete' };
+  readonly at: Date;
+  /** Builds the outbox event from the changed message; written in the same transaction. */
+  readonly toEvent: (message: MessageRecord) => BusEnvelope;
+}
+
+/**
+ * Where a change stands in the order sync returns changes in: the id of the transaction that made
+ * it and a number from one sequence, both unsigned 64-bit integers as decimal strings.
+ */
+export interface ChangeStamp {
+  readonly xid: string;
+  readonly id: string;
+}
+
+/** One change sync returns: a message as it is now, or one side's read mark as it is now. */
+export type StoredChange =
+  | { readonly kind: 'message'; readonly stamp: ChangeStamp; readonly message: MessageRecord }
+  | {
+      readonly kind: 'readMark';
+      readonly stamp: ChangeStamp;
+      readonly sessionId: string;
+      readonly readerProfileId: string;
+      /** Every message of the other side up to this seq is seen (0: none). */
+      readonly seenUpTo: number;
+      /** The highest seq of the other side marked delivered (0: none). */
+      readonly deliveredUpTo: number;
+    };
 
 export interface SessionSummary {
   readonly session: SessionRecord;
@@ -323,7 +361,8 @@ export interface ReceiptUpdate {
  * - `appendMessage` stores a message and its outbox event in one transaction. `seq` is gapless per
  *   session (1, 2, 3, …) also under concurrent appends. Repeating (senderProfileId, clientMessageId)
  *   returns the stored message with `created: false` and writes nothing; a repeat whose session or
- *   content differ throws `ChatError('IDEMPOTENCY_KEY_REUSED')`. Unknown session →
+ *   content differ throws `ChatError('IDEMPOTENCY_KEY_REUSED')` (content is not compared once the
+ *   message was edited or deleted: the repeat gets it as it is now). Unknown session →
  *   `ChatError('SESSION_NOT_FOUND')`; store unreachable → `ChatError('STORE_UNAVAILABLE')` with
  *   nothing written. Implementations may group-commit concurrent appends in one transaction.
  *   While either participant blocks the session, a new message (not a repeat) is refused with
@@ -340,7 +379,22 @@ export interface ReceiptUpdate {
  *   below it; with `afterSeq`, the `limit` lowest above it (still returned newest first).
  * - `markSeen` sets seen (and delivered) on the other participant's messages with seq ≤ upToSeq;
  *   `markDelivered` sets delivered on the listed messages of the other participant. When any
- *   flag changed, the event `toEvent` builds is written in the same transaction.
+ *   flag changed, the event `toEvent` builds is written in the same transaction, and the reader's
+ *   read mark (seen / delivered up to) is raised and re-stamped for sync.
+ * - `changeMessage` edits (new content, `editedAt` = at) or deletes (content erased to "",
+ *   `deleted`) one message in place, keeping id and seq, and writes the event `toEvent` builds in
+ *   the same transaction, re-stamping the message for sync. A message id not in that session →
+ *   `ChatError('MESSAGE_NOT_FOUND')`; a requester who is not its sender →
+ *   `ChatError('NOT_MESSAGE_SENDER')`; editing a deleted message → `ChatError('MESSAGE_DELETED')`.
+ *   Deleting a deleted message returns the tombstone with `changed: false` and writes nothing.
+ * - `changesSince(email, after, limit)` returns, oldest first by stamp, up to `limit` changes of
+ *   the sessions `email` takes part in whose stamp is above `after`: each message created or
+ *   changed (as it is now, once even when it changed several times) and each read mark raised.
+ *   It never returns a change while a transaction that could still commit one below it is
+ *   running, so a later call from the last returned stamp never skips one (at least once:
+ *   a change may come again). `horizon` is a stamp a caller who got fewer than `limit` changes may
+ *   continue from instead (everything of theirs below it was returned).
+ * - `changeHorizon()` is that horizon now: the starting point of a sync ("from now on").
  */
 export interface MessageStore {
   upsertSession(input: { a: Participant; b: Participant; intent: string }): Promise<SessionRecord>;
@@ -365,6 +419,9 @@ export interface MessageStore {
     toEvent: (update: ReceiptUpdate) => BusEnvelope,
   ): Promise<ReceiptUpdate>;
   listSessions(email: string, limit: number): Promise<SessionSummary[]>;
+  changeMessage(cmd: ChangeMessage): Promise<{ message: MessageRecord; changed: boolean }>;
+  changesSince(email: string, after: ChangeStamp, limit: number): Promise<{ changes: StoredChange[]; horizon: ChangeStamp }>;
+  changeHorizon(): Promise<ChangeStamp>;
 }
 
 /** A webhook row as a dispatcher holds it under a lease. */

@@ -25,13 +25,16 @@ import { registerOperations, type ReadinessChecks } from './operations.js';
 import {
   ChatMessageBody,
   DevTokenBody,
+  EditMessageBody,
   HistoryQuery,
   InitChatBody,
   LegacyHistoryQuery,
   LegacyUnreadQuery,
   ReportBody,
+  MessageParams,
   SeenBody,
   SessionParams,
+  SyncQuery,
   UnreadQuery,
 } from './schemas.js';
 
@@ -91,7 +94,7 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
   const anyOrigin = deps.allowedOrigins.includes('*');
   void app.register(cors, {
     origin: anyOrigin ? true : [...deps.allowedOrigins],
-    methods: ['GET', 'POST', 'DELETE'],
+    methods: ['GET', 'POST', 'PATCH', 'DELETE'],
     allowedHeaders: ['authorization', 'content-type', 'x-request-id'],
     maxAge: 600,
   });
@@ -167,6 +170,28 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
       api.post('/chat/:sessionId/seen', { schema: { params: SessionParams, body: SeenBody } }, async (request) =>
         deps.chat.markSeen(caller(request), request.params.sessionId, request.body.upToSeq),
       );
+
+      // An edit or delete takes from the send budget: each one is an event to both participants.
+      api.patch('/chat/:sessionId/messages/:messageId', { schema: { params: MessageParams, body: EditMessageBody } }, async (request) => {
+        const { body, params } = request;
+        for (const field of ['sessionId', 'messageId'] as const) {
+          if (body[field] !== undefined && body[field].toLowerCase() !== params[field].toLowerCase()) {
+            throw new ChatError('VALIDATION_FAILED', `${field} in the body must be the one in the path`, { field });
+          }
+        }
+        await deps.sendLimiter.take(caller(request).email);
+        return deps.chat.editMessage(caller(request), { ...params, content: body.content });
+      });
+      // A DELETE has no body; some clients still say it is JSON, and an empty JSON body is not JSON.
+      const emptyBodyIsNoBody = async (request: FastifyRequest): Promise<void> => {
+        if (request.headers['transfer-encoding'] === undefined && Number(request.headers['content-length'] ?? 0) === 0) delete request.headers['content-type'];
+      };
+      api.delete('/chat/:sessionId/messages/:messageId', { schema: { params: MessageParams }, onRequest: emptyBodyIsNoBody }, async (request) => {
+        await deps.sendLimiter.take(caller(request).email);
+        return deps.chat.deleteMessage(caller(request), request.params);
+      });
+
+      api.get('/chat/sync', { schema: { querystring: SyncQuery } }, async (request) => deps.chat.sync(caller(request), request.query));
 
       api.get('/chat/sessions', async (request) => ({ sessions: await deps.chat.listSessions(caller(request)) }));
       api.get('/chat/unread-count', async (request) => deps.chat.unreadCount(caller(request)));

@@ -57,6 +57,19 @@ export const ReportBody = Type.Object(
   { additionalProperties: false },
 );
 
+export const MessageParams = Type.Object({ sessionId: Type.String({ maxLength: 64 }), messageId: Type.String({ maxLength: 64 }) });
+
+/** `{content}`; the ids may be repeated from the path (as a STOMP chat.edit body has them), and must then match it. */
+export const EditMessageBody = Type.Object(
+  { content: Type.String(), sessionId: Type.Optional(Type.String({ maxLength: 64 })), messageId: Type.Optional(Type.String({ maxLength: 64 })) },
+  { additionalProperties: false },
+);
+
+export const SyncQuery = Type.Object(
+  { since: Type.Optional(Type.String({ maxLength: 128 })), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500 })) },
+  { additionalProperties: false },
+);
+
 export const SeenBody = Type.Object({ upToSeq: Type.Integer({ minimum: 0 }) }, { additionalProperties: false });
 
 export const DevTokenBody = Type.Object(

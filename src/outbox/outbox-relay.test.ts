@@ -666,6 +666,8 @@ function describeOutboxRelay(name: string, open: () => Promise<DbFixture>): void
               sentAt: m.sentAt.toISOString(),
               delivered: false,
               seen: false,
+              editedAt: null,
+              deleted: false,
             },
           },
         }),

@@ -14,7 +14,7 @@ import { ChatError } from '../chat/chat-errors.js';
 import { toProblem } from '../chat/problem.js';
 import type { ChatService, SendMessageInput } from '../chat/chat-service.js';
 import type { SendPath } from '../chat/send-path.js';
-import type { ChatEvent, Destination } from '../chat/chat-events.js';
+import { type ChatEvent, type Destination, sessionTopic } from '../chat/chat-events.js';
 import { findMalformedText, isWellFormedText } from '../chat/text-rules.js';
 import { isUuid } from '../chat/validation.js';
 import type { BusEnvelope, EventBus } from '../chat/ports.js';
@@ -26,8 +26,12 @@ import { header, type StompFrame } from './stomp/stomp-frame.js';
 import { contextFrom, inSpan, tracer } from '../observability/tracing.js';
 
 const TOPIC_PREFIX = '/topic/session.';
+/** The seeds' name for a session topic: the same topic under another name. */
+const CHAT_TOPIC_PREFIX = '/topic/chat/';
 const USER_QUEUES = ['messages', 'ack', 'error', 'receipts'] as const;
 type UserQueue = (typeof USER_QUEUES)[number];
+/** Other names a client may subscribe to a user queue by (the seeds' names). */
+const USER_QUEUE_ALIASES: Readonly<Record<string, UserQueue>> = { notifications: 'messages' };
 
 /** What a client ACK on /user/queue/messages refers to. */
 interface DeliveryToken {
@@ -114,13 +118,15 @@ export class RealtimeGateway implements StompHandler {
 
   async subscribe(conn: StompConnection, sub: Subscription): Promise<void> {
     const caller = conn.caller!;
-    if (sub.destination.startsWith(TOPIC_PREFIX)) {
-      const sessionId = sub.destination.slice(TOPIC_PREFIX.length);
+    const sessionId = topicSessionOf(sub.destination);
+    if (sessionId !== undefined) {
       // Lower case only: events are delivered to the topic of the canonical (lower-case) id.
       if (!isUuid(sessionId) || sessionId !== sessionId.toLowerCase()) throw new ChatError('UNKNOWN_DESTINATION', `no such destination ${sub.destination}`);
       await this.deps.chat.participantSession(caller, sessionId);
-      let set = this.topicListeners.get(sub.destination);
-      if (!set) this.topicListeners.set(sub.destination, (set = new Set()));
+      // Listed under the canonical topic whatever name it was subscribed by; frames still name the subscription's.
+      const topic = sessionTopic(sessionId);
+      let set = this.topicListeners.get(topic);
+      if (!set) this.topicListeners.set(topic, (set = new Set()));
       set.add({ conn, sub });
     } else {
       const queue = userQueueOf(sub.destination);
@@ -135,11 +141,13 @@ export class RealtimeGateway implements StompHandler {
   }
 
   unsubscribe(conn: StompConnection, sub: Subscription): void {
-    if (sub.destination.startsWith(TOPIC_PREFIX)) {
-      const set = this.topicListeners.get(sub.destination);
+    const sessionId = topicSessionOf(sub.destination);
+    if (sessionId !== undefined) {
+      const topic = sessionTopic(sessionId);
+      const set = this.topicListeners.get(topic);
       if (set) {
         for (const listener of set) if (listener.sub === sub) set.delete(listener);
-        if (set.size === 0) this.topicListeners.delete(sub.destination);
+        if (set.size === 0) this.topicListeners.delete(topic);
       }
     } else {
       const queue = userQueueOf(sub.destination);
@@ -174,6 +182,14 @@ export class RealtimeGateway implements StompHandler {
         if (outcome.kind === 'repeat') this.deliverToConnection(conn, 'ack', outcome.message);
         return;
       }
+      case '/app/chat.edit':
+        await this.deps.sendLimiter.take(caller.email);
+        await this.deps.chat.editMessage(caller, { sessionId: body.sessionId, messageId: body.messageId, content: body.content });
+        return;
+      case '/app/chat.delete':
+        await this.deps.sendLimiter.take(caller.email);
+        await this.deps.chat.deleteMessage(caller, { sessionId: body.sessionId, messageId: body.messageId });
+        return;
       case '/app/chat.seen':
         await this.deps.chat.markSeen(caller, body.sessionId, body.upToSeq);
         return;
@@ -304,7 +320,15 @@ export class RealtimeGateway implements StompHandler {
 
 function userQueueOf(destination: string): UserQueue | undefined {
   const name = destination.startsWith('/user/queue/') ? destination.slice('/user/queue/'.length) : undefined;
+  if (name !== undefined && Object.hasOwn(USER_QUEUE_ALIASES, name)) return USER_QUEUE_ALIASES[name];
   return (USER_QUEUES as readonly string[]).includes(name ?? '') ? (name as UserQueue) : undefined;
+}
+
+/** The session id a session-topic destination names, by either name; undefined for any other destination. */
+function topicSessionOf(destination: string): string | undefined {
+  if (destination.startsWith(TOPIC_PREFIX)) return destination.slice(TOPIC_PREFIX.length);
+  if (destination.startsWith(CHAT_TOPIC_PREFIX)) return destination.slice(CHAT_TOPIC_PREFIX.length);
+  return undefined;
 }
 
 const isUserQueue = (d: Destination, queue: UserQueue): boolean => 'queue' in d && d.queue === queue;
@@ -312,6 +336,8 @@ const isUserQueue = (d: Destination, queue: UserQueue): boolean => 'queue' in d 
 function bodyOf(event: ChatEvent): unknown {
   switch (event.type) {
     case 'message':
+    case 'edit':
+    case 'delete':
       return event.message;
     case 'receipt':
       return event.receipt;
@@ -330,7 +356,7 @@ function headersOf(event: ChatEvent): Array<readonly [string, string]> {
     ['event-type', event.type],
     ['session-id', event.sessionId],
   ];
-  if (event.type === 'message') {
+  if (event.type === 'message' || event.type === 'edit' || event.type === 'delete') {
     headers.push(['seq', String(event.message.seq)], ['client-message-id', event.message.clientMessageId]);
   }
   if (event.type === 'error') {

@@ -70,7 +70,7 @@ async function messageInNewSession(): Promise<MessageRecord> {
       type: 'message',
       sessionId: s.id,
       destinations: [{ user: s.b.email, queue: 'messages' }],
-      message: { messageId: m.id, sessionId: s.id, seq: m.seq, senderId: s.a.profileId, senderEmail: s.a.email, senderDisplayName: 'A', content: m.content, clientMessageId: m.clientMessageId, sentAt: m.sentAt.toISOString(), delivered: false, seen: false },
+      message: { messageId: m.id, sessionId: s.id, seq: m.seq, senderId: s.a.profileId, senderEmail: s.a.email, senderDisplayName: 'A', content: m.content, clientMessageId: m.clientMessageId, sentAt: m.sentAt.toISOString(), delivered: false, seen: false, editedAt: null, deleted: false },
     },
   });
   const { message } = await messages.appendMessage({ sessionId: s.id, senderProfileId: s.a.profileId, content: 'hi', clientMessageId: randomUUID(), sentAt: new Date(), toEvent });

@@ -17,6 +17,8 @@ const message: ChatMessageView = {
   sentAt: '2026-01-01T10:00:00.000Z',
   delivered: false,
   seen: false,
+  editedAt: null,
+  deleted: false,
 };
 const destinations = [{ topic: `/topic/session.${SESSION}` }, { user: 'ben@example.com', queue: 'messages' as const }, { user: 'ann@example.com', queue: 'ack' as const }];
 

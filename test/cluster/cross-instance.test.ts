@@ -59,6 +59,27 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('two instances, one se
     return { alice, bob, sessionId, topic: `/topic/session.${sessionId}` };
   }
 
+  it('delivers an edit and a delete to both participants\u2019 connections on both instances, through the outbox', async () => {
+    const s = await scene();
+    // Each participant on both instances; the change is made on instance one only.
+    const connections = [await connect(one, s.alice), await connect(two, s.alice), await connect(one, s.bob), await connect(two, s.bob, 'sockjs-xhr-streaming')];
+    for (const c of connections) for (const d of [s.topic, `/topic/chat/${s.sessionId}`, '/user/queue/messages', '/user/queue/notifications']) await c.subscribe(d);
+
+    const sent = await api(one.url, 'POST', '/api/chat/send', s.alice.token, { sessionId: s.sessionId, content: 'typo', clientMessageId: randomUUID() });
+    expect(sent.status).toBe(201);
+    const edited = await api(one.url, 'PATCH', `/api/chat/${s.sessionId}/messages/${sent.body.messageId}`, s.alice.token, { content: 'fixed' });
+    expect(edited.body).toMatchObject({ messageId: sent.body.messageId, content: 'fixed', deleted: false });
+    const deleted = await api(two.url, 'DELETE', `/api/chat/${s.sessionId}/messages/${sent.body.messageId}`, s.alice.token);
+    expect(deleted.body).toMatchObject({ messageId: sent.body.messageId, content: '', deleted: true });
+
+    for (const c of connections) {
+      for (const d of [s.topic, `/topic/chat/${s.sessionId}`, '/user/queue/messages', '/user/queue/notifications']) {
+        const changes = () => c.on(d).filter((m) => m.headers['event-type'] !== 'message');
+        await expect.poll(() => changes().map((m) => [m.headers['event-type'], m.body.content]), { timeout: 10_000 }).toEqual([['edit', 'fixed'], ['delete', '']]);
+      }
+    }
+  });
+
   // Browsers use SockJS, mobile apps a plain WebSocket; a pair may mix them across instances.
   it.each(['ws', 'sockjs-xhr-streaming'] as const)('delivers both ways across instances: session topic, /user/queue/messages and acks (bob over %s)', async (transport) => {
     const s = await scene();

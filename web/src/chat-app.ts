@@ -88,6 +88,7 @@ export class ChatApp {
       }
     });
     client.on('message', (m) => client === this.client && this.onMessage(m));
+    client.on('change', (m) => client === this.client && this.onChange(m));
     client.on('receipt', (r) => client === this.client && this.onReceipt(r));
     client.on('typing', (s) => client === this.client && this.conversation?.onTyping(s));
     client.on('error', (e) => client === this.client && this.onError(e));
@@ -166,6 +167,15 @@ export class ChatApp {
     }
     this.conversation?.onMessage(m);
     this.renderList();
+  }
+
+  private onChange(m: ChatMessage): void {
+    const session = this.sessions.get(m.sessionId);
+    if (session?.lastMessage?.messageId === m.messageId) {
+      session.lastMessage = m;
+      this.renderList();
+    }
+    this.conversation?.onChange(m);
   }
 
   private onReceipt(r: Receipt): void {

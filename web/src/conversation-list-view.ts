@@ -80,7 +80,7 @@ export class ConversationListView {
     }
     const name = session.peer.displayName || session.peer.email;
     const last = session.lastMessage;
-    const lastText = last ? `${last.senderEmail === session.me.email ? 'You: ' : ''}${preview(last.content)}` : 'No messages yet';
+    const lastText = last ? `${last.senderEmail === session.me.email ? 'You: ' : ''}${(last.deleted ? 'Message deleted' : preview(last.content))}` : 'No messages yet';
     const badge =
       session.unreadCount > 0
         ? h('span', { class: 'badge', 'aria-label': `${session.unreadCount} unread` }, session.unreadCount > 99 ? '99+' : session.unreadCount)

@@ -7,6 +7,9 @@
  * Messages are kept by seq and drawn in seq order, so history pages, live events and acks can
  * arrive in any order and never show twice. My sends are keyed by clientMessageId, so the bubble
  * drawn at once for a send becomes the stored message in place when the service acknowledges it.
+ * Edits and deletes replace the message with their seq in place: an "edited" marker, or a "Message
+ * deleted" placeholder. My own messages have Edit and Delete buttons; Edit turns the bubble into a
+ * small form (Enter saves, Escape cancels).
  */
 import type { ChatClient, ChatMessage, Receipt, SessionInfo, TypingSignal } from '../../client/index.js';
 import { h, reconcile } from './dom.js';
@@ -40,6 +43,8 @@ export class ConversationView {
   private readonly messages = new Map<number, ChatMessage>();
   private readonly outgoing = new Map<string, Outgoing>();
   private readonly nodes = new Map<string, HTMLLIElement>();
+  /** The seq of my message being edited, if any. */
+  private editing: number | undefined;
   private olderCursor: number | null = null;
   private loadingOlder = false;
   private openCount = 0;
@@ -124,6 +129,20 @@ export class ConversationView {
       event.preventDefault();
       void this.sendReport();
     });
+    // One listener for every message's buttons and edit form: rows are redrawn, the list stays.
+    this.list.addEventListener('click', (event) => this.messageAction(event));
+    this.list.addEventListener('submit', (event) => {
+      event.preventDefault();
+      void this.saveEdit();
+    });
+    this.list.addEventListener('keydown', (event) => {
+      if (!(event.target instanceof HTMLTextAreaElement)) return;
+      if (event.key === 'Escape') this.cancelEdit();
+      else if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        void this.saveEdit();
+      }
+    });
     this.scroller.addEventListener('scroll', () => {
       if (this.scroller.scrollTop < 40 && this.olderCursor !== null) void this.loadOlder();
     });
@@ -143,6 +162,7 @@ export class ConversationView {
     this.nodes.clear();
     this.list.replaceChildren();
     this.olderCursor = null;
+    this.editing = undefined;
     this.lastSeenSent = 0;
     this.typingLine.textContent = '';
     this.title.textContent = session.peer.displayName || session.peer.email;
@@ -194,12 +214,24 @@ export class ConversationView {
     this.markSeen();
   }
 
+  /** An edit or delete: the message as it is now, in its place. */
+  onChange(message: ChatMessage): void {
+    if (message.sessionId !== this.session?.sessionId) return;
+    const known = this.messages.get(message.seq);
+    if (!known) return; // not loaded here: history shows it as it is when it is
+    this.messages.set(message.seq, { ...message, delivered: message.delivered || known.delivered, seen: message.seen || known.seen });
+    if (message.deleted && this.editing === message.seq) this.editing = undefined;
+    this.render();
+  }
+
   onReceipt(receipt: Receipt): void {
     if (receipt.sessionId !== this.session?.sessionId) return;
     const ids = new Set(receipt.messageIds);
+    // A receipt from a sync lists no ids: it covers everything up to upToSeq.
+    const upTo = receipt.messageIds.length === 0 ? receipt.upToSeq : 0;
     for (const [seq, m] of this.messages) {
       if (!this.mine(m)) continue;
-      if (receipt.status === 'delivered' && ids.has(m.messageId)) this.messages.set(seq, { ...m, delivered: true });
+      if (receipt.status === 'delivered' && (ids.has(m.messageId) || m.seq <= upTo)) this.messages.set(seq, { ...m, delivered: true });
       if (receipt.status === 'seen' && (m.seq <= receipt.upToSeq || ids.has(m.messageId))) this.messages.set(seq, { ...m, delivered: true, seen: true });
     }
     this.render();
@@ -297,6 +329,53 @@ export class ConversationView {
     }
   }
 
+  private messageAction(event: Event): void {
+    const button = event.target instanceof Element ? event.target.closest<HTMLButtonElement>('button[data-action]') : null;
+    const seq = Number(button?.closest<HTMLLIElement>('li')?.dataset.seq);
+    const message = this.messages.get(seq);
+    if (!button || !message || !this.mine(message)) return;
+    switch (button.dataset.action) {
+      case 'edit':
+        this.editing = seq;
+        this.render();
+        this.list.querySelector<HTMLTextAreaElement>('.message__edit-input')?.focus();
+        return;
+      case 'cancel':
+        return this.cancelEdit();
+      case 'delete':
+        void this.change(message, () => this.client.deleteMessage(message.sessionId, message.messageId));
+        return;
+    }
+  }
+
+  private async saveEdit(): Promise<void> {
+    const message = this.editing === undefined ? undefined : this.messages.get(this.editing);
+    const input = this.list.querySelector<HTMLTextAreaElement>('.message__edit-input');
+    if (!message || !input) return;
+    const content = input.value;
+    if (content.trim() === '' || content === message.content) return this.cancelEdit();
+    this.editing = undefined;
+    await this.change(message, () => this.client.editMessage(message.sessionId, message.messageId, content));
+  }
+
+  private cancelEdit(): void {
+    this.editing = undefined;
+    this.render();
+  }
+
+  /** Runs an edit or delete; the client reports the result as a change, drawn by onChange. */
+  private async change(message: ChatMessage, run: () => Promise<ChatMessage>): Promise<void> {
+    try {
+      this.onChange(await run());
+    } catch (err) {
+      this.olderStatus.textContent = '';
+      const row = this.nodes.get(`${message.senderEmail}|${message.clientMessageId}`);
+      row?.querySelector('.message__error')?.remove();
+      row?.querySelector('.bubble')?.append(h('p', { class: 'message__error', role: 'alert' }, `Not changed: ${describeError(err as Error)}`));
+      this.render();
+    }
+  }
+
   private async loadOlder(): Promise<void> {
     const session = this.session;
     if (!session || this.loadingOlder || this.olderCursor === null) return;
@@ -337,6 +416,9 @@ export class ConversationView {
       time: m.sentAt,
       status,
       seq: m.seq,
+      edited: !!m.editedAt && !m.deleted,
+      deleted: m.deleted,
+      editing: this.editing === m.seq && !m.deleted,
     });
   }
 
@@ -344,7 +426,10 @@ export class ConversationView {
     return this.row(`${this.session?.me.email}|${out.clientMessageId}`, { mine: true, sender: 'You', content: out.content, time: out.createdAt, status: out.state, error: out.error });
   }
 
-  private row(key: string, m: { mine: boolean; sender: string; content: string; time: string; status?: string; error?: string; seq?: number }): HTMLLIElement {
+  private row(
+    key: string,
+    m: { mine: boolean; sender: string; content: string; time: string; status?: string; error?: string; seq?: number; edited?: boolean; deleted?: boolean; editing?: boolean },
+  ): HTMLLIElement {
     let item = this.nodes.get(key);
     const signature = JSON.stringify(m);
     if (item?.dataset.signature === signature) return item;
@@ -352,7 +437,7 @@ export class ConversationView {
       item = h('li');
       this.nodes.set(key, item);
     }
-    item.className = `message ${m.mine ? 'message--mine' : 'message--theirs'}`;
+    item.className = `message ${m.mine ? 'message--mine' : 'message--theirs'}${m.deleted ? ' message--deleted' : ''}`;
     item.dataset.signature = signature;
     if (m.status) item.dataset.status = m.status;
     else delete item.dataset.status;
@@ -362,13 +447,22 @@ export class ConversationView {
         'div',
         { class: 'bubble' },
         h('span', { class: 'visually-hidden' }, `${m.sender}: `),
-        h('p', { class: 'message__text' }, m.content),
+        m.editing ? editForm(m.content) : h('p', { class: 'message__text' }, m.deleted ? 'Message deleted' : m.content),
         h(
           'p',
           { class: 'message__meta' },
+          m.edited ? h('span', { class: 'message__edited' }, 'edited') : null,
           h('time', { datetime: m.time, title: fullTime(m.time) }, shortTime(m.time)),
           m.status ? ticks(m.status) : null,
         ),
+        m.mine && m.seq !== undefined && !m.deleted && !m.editing
+          ? h(
+              'p',
+              { class: 'message__actions' },
+              h('button', { type: 'button', class: 'link-button', 'data-action': 'edit', 'aria-label': 'Edit message' }, 'Edit'),
+              h('button', { type: 'button', class: 'link-button', 'data-action': 'delete', 'aria-label': 'Delete message' }, 'Delete'),
+            )
+          : null,
         m.error ? h('p', { class: 'message__error' }, `Not sent: ${m.error}`) : null,
       ),
     );
@@ -410,6 +504,18 @@ export class ConversationView {
   private scrollToBottom(): void {
     this.scroller.scrollTop = this.scroller.scrollHeight;
   }
+}
+
+function editForm(content: string): HTMLFormElement {
+  const input = h('textarea', { class: 'message__edit-input', rows: 2, maxlength: 4000, 'aria-label': 'Edit message' });
+  input.value = content;
+  return h(
+    'form',
+    { class: 'message__edit' },
+    input,
+    h('button', { type: 'submit', 'data-action': 'save' }, 'Save'),
+    h('button', { type: 'button', class: 'link-button', 'data-action': 'cancel' }, 'Cancel'),
+  );
 }
 
 const TICKS: Record<string, { mark: string; label: string }> = {

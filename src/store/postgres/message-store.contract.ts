@@ -6,12 +6,14 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChatError } from '../../chat/chat-errors.js';
 import { sessionTopic } from '../../chat/chat-events.js';
-import type { AppendMessage, BusEnvelope, MessageStore, Participant, ReportRecord, SessionRecord } from '../../chat/ports.js';
+import type { AppendMessage, BusEnvelope, ChangeStamp, MessageRecord, MessageStore, Participant, ReportRecord, SessionRecord, StoredChange } from '../../chat/ports.js';
 
 export interface MessageStoreFixture {
   store: MessageStore;
   /** A second store on the same database, as another instance would have (absent for PGlite). */
   peer?: MessageStore;
+  /** Another store on its own connection, for writers that must commit independently (absent for PGlite). */
+  openWriter?: () => Promise<{ store: MessageStore; close(): Promise<void> }>;
   outbox(): Promise<Array<{ destination: string; payload: BusEnvelope }>>;
   close(): Promise<void>;
 }
@@ -42,9 +44,32 @@ function envelopeFor(session: SessionRecord) {
         sentAt: new Date(0).toISOString(),
         delivered: false,
         seen: false,
+        editedAt: null,
+        deleted: false,
       },
     },
   });
+}
+
+const changeFor = (session: SessionRecord, type: 'edit' | 'delete') => (m: MessageRecord): BusEnvelope => {
+  const envelope = envelopeFor(session)(m);
+  if (envelope.event.type !== 'message') throw new Error('unreachable');
+  return { ...envelope, event: { ...envelope.event, type, message: { ...envelope.event.message, content: m.content, deleted: m.deleted } } };
+};
+
+/**
+ * Syncs from `from` until a short page, returning the changes and where it got to: the horizon
+ * after a short page, or, with `onlyStamps`, the last change's stamp (the horizon unused).
+ */
+async function drain(store: MessageStore, email: string, from: ChangeStamp, limit = 7, onlyStamps = false): Promise<{ changes: StoredChange[]; next: ChangeStamp }> {
+  const changes: StoredChange[] = [];
+  let next = from;
+  for (;;) {
+    const page = await store.changesSince(email, next, limit);
+    changes.push(...page.changes);
+    if (page.changes.length > 0) next = page.changes.at(-1)!.stamp;
+    if (page.changes.length < limit) return { changes, next: onlyStamps ? next : page.horizon };
+  }
 }
 
 const receiptFor = (session: SessionRecord) => (): BusEnvelope => ({
@@ -399,6 +424,167 @@ export function describeMessageStoreContract(name: string, open: () => Promise<M
       expect(await fx.store.unreadTotals(me.email)).toEqual({ total: 2, sessions: 2 });
       await fx.store.markSeen(sy.id, me.profileId, 2, receiptFor(sy));
       expect(await fx.store.unreadTotals(me.email)).toEqual({ total: 1, sessions: 1 });
+    });
+
+    describe('edit, delete and sync', () => {
+      const edit = (session: SessionRecord, messageId: string, content: string, requester = session.a.profileId) =>
+        fx.store.changeMessage({ sessionId: session.id, messageId, requesterProfileId: requester, change: { kind: 'edit', content }, at: new Date(), toEvent: changeFor(session, 'edit') });
+      const remove = (session: SessionRecord, messageId: string, requester = session.a.profileId) =>
+        fx.store.changeMessage({ sessionId: session.id, messageId, requesterProfileId: requester, change: { kind: 'delete' }, at: new Date(), toEvent: changeFor(session, 'delete') });
+
+      it('edits a message in place and writes its event in the same transaction', async () => {
+        const session = await newSession();
+        const { message } = await append(session, { content: 'before' });
+        await append(session);
+        const outboxBefore = (await fx.outbox()).length;
+        const { message: edited, changed } = await edit(session, message.id, 'after');
+        expect(changed).toBe(true);
+        expect(edited).toMatchObject({ id: message.id, seq: 1, content: 'after', deleted: false });
+        expect(edited.editedAt).toBeInstanceOf(Date);
+        const rows = (await fx.outbox()).slice(outboxBefore);
+        expect(rows).toHaveLength(1);
+        expect(rows[0]!.payload.event).toMatchObject({ type: 'edit', message: { messageId: message.id, content: 'after' } });
+        const page = await fx.store.history(session.id, { limit: 10 });
+        expect(page.map((m) => [m.seq, m.content, m.editedAt !== null])).toEqual([[2, 'hello', false], [1, 'after', true]]);
+        const [summary] = (await fx.store.listSessions(session.a.email, 10)).filter((s) => s.session.id === session.id);
+        expect(summary!.lastMessage).toMatchObject({ seq: 2, editedAt: null, deleted: false });
+      });
+
+      it('answers a retried send of an edited or deleted message with the message as it is now', async () => {
+        const session = await newSession();
+        const [k1, k2] = [randomUUID(), randomUUID()];
+        const { message: first } = await append(session, { clientMessageId: k1, content: 'one' });
+        const { message: second } = await append(session, { clientMessageId: k2, content: 'two' });
+        await edit(session, first.id, 'one, edited');
+        await remove(session, second.id);
+        expect(await append(session, { clientMessageId: k1, content: 'one' })).toMatchObject({ created: false, message: { id: first.id, content: 'one, edited' } });
+        expect(await append(session, { clientMessageId: k2, content: 'two' })).toMatchObject({ created: false, message: { id: second.id, content: '', deleted: true } });
+        expect((await fx.store.getSession(session.id))!.lastSeq).toBe(2);
+      });
+
+      it('refuses an edit by the other participant, of an unknown message, and of a message of another session', async () => {
+        const [session, other] = [await newSession(), await newSession()];
+        const { message } = await append(session);
+        await expect(edit(session, message.id, 'x', session.b.profileId)).rejects.toMatchObject({ code: 'NOT_MESSAGE_SENDER' });
+        await expect(remove(session, message.id, session.b.profileId)).rejects.toMatchObject({ code: 'NOT_MESSAGE_SENDER' });
+        await expect(edit(session, randomUUID(), 'x')).rejects.toMatchObject({ code: 'MESSAGE_NOT_FOUND' });
+        await expect(edit(other, message.id, 'x', other.a.profileId)).rejects.toMatchObject({ code: 'MESSAGE_NOT_FOUND' });
+        expect((await fx.store.history(session.id, { limit: 1 }))[0]).toMatchObject({ content: 'hello', editedAt: null });
+      });
+
+      it('deletes to a tombstone with the content erased, once: a repeat writes nothing, an edit after it is refused', async () => {
+        const session = await newSession();
+        for (let i = 1; i <= 3; i++) await append(session, { content: `m${i}` });
+        const [, middle] = (await fx.store.history(session.id, { limit: 3 })).reverse();
+        const outboxBefore = (await fx.outbox()).length;
+        const first = await remove(session, middle!.id);
+        expect(first).toMatchObject({ changed: true, message: { id: middle!.id, seq: 2, content: '', deleted: true } });
+        const again = await remove(session, middle!.id);
+        expect(again).toMatchObject({ changed: false, message: { id: middle!.id, seq: 2, content: '', deleted: true } });
+        const rows = (await fx.outbox()).slice(outboxBefore);
+        expect(rows.map((r) => r.payload.event.type)).toEqual(['delete']);
+        await expect(edit(session, middle!.id, 'back')).rejects.toMatchObject({ code: 'MESSAGE_DELETED' });
+        const page = await fx.store.history(session.id, { limit: 10 });
+        expect(page.map((m) => [m.seq, m.content, m.deleted])).toEqual([[3, 'm3', false], [2, '', true], [1, 'm1', false]]);
+      });
+
+      it('syncs new, edited and deleted messages and read marks of the caller\u2019s sessions only, oldest first, in pages', async () => {
+        const session = await newSession();
+        const elsewhere = await newSession();
+        const start = await fx.store.changeHorizon();
+        const sent = [];
+        for (let i = 1; i <= 10; i++) sent.push((await append(session, { content: `m${i}` })).message);
+        await append(elsewhere);
+        await edit(session, sent[2]!.id, 'm3 edited');
+        await remove(session, sent[4]!.id);
+        await fx.store.markSeen(session.id, session.b.profileId, 6, receiptFor(session));
+
+        const { changes, next } = await drain(fx.store, session.b.email, start, 4);
+        const described = changes.map((c) => (c.kind === 'message' ? `${c.message.seq}:${c.message.deleted ? 'deleted' : c.message.content}` : `mark:${c.seenUpTo}/${c.deliveredUpTo}`));
+        // Seq 3 and 5 come once, where their last change put them, as they are now.
+        expect(described).toEqual(['1:m1', '2:m2', '4:m4', '6:m6', '7:m7', '8:m8', '9:m9', '10:m10', '3:m3 edited', '5:deleted', 'mark:6/6']);
+        expect(changes.every((c) => c.kind !== 'message' || c.message.sessionId === session.id)).toBe(true);
+        expect((await fx.store.changesSince(session.b.email, next, 10)).changes).toEqual([]);
+
+        await edit(session, sent[0]!.id, 'm1 again');
+        const later = await drain(fx.store, session.a.email, next);
+        expect(later.changes).toMatchObject([{ kind: 'message', message: { seq: 1, content: 'm1 again' } }]);
+        expect((await fx.store.changesSince(`nobody.${randomUUID()}@example.com`, start, 10)).changes).toEqual([]);
+      });
+
+      it('never skips a change while concurrent writers commit out of order', async () => {
+        const writerCount = 20;
+        const perWriter = 16;
+        const [me, peer] = [participant('me'), participant('peer')];
+        const [a, b] = ordered(me, peer);
+        // A session each, so the writers' transactions do not queue on one session's lock and commit out of order.
+        const sessions = await Promise.all(Array.from({ length: writerCount }, (_, i) => fx.store.upsertSession({ a, b, intent: `race${i}` })));
+        const writers = await Promise.all(
+          Array.from({ length: writerCount }, async () => (fx.openWriter ? fx.openWriter() : { store: fx.store, close: async (): Promise<void> => undefined })),
+        );
+        const start = await fx.store.changeHorizon();
+        // Two syncers: one continues from the last change it got (small pages), one from the horizon.
+        const synced = [new Map<string, MessageRecord>(), new Map<string, MessageRecord>()];
+        let marks = 0;
+        const apply = (into: Map<string, MessageRecord>, changes: StoredChange[]): void => {
+          for (const c of changes) {
+            if (c.kind === 'message') into.set(c.message.id, c.message);
+            else marks++;
+          }
+        };
+        let writing = true;
+        const syncer = async (into: Map<string, MessageRecord>, limit: number, onlyStamps: boolean): Promise<void> => {
+          let next = start;
+          while (writing) {
+            const page = await drain(fx.store, me.email, next, limit, onlyStamps);
+            apply(into, page.changes);
+            next = page.next;
+            await new Promise((resolve) => setImmediate(resolve));
+          }
+          apply(into, (await drain(fx.store, me.email, next, limit, onlyStamps)).changes);
+        };
+        const syncing = Promise.all([syncer(synced[0]!, 3, true), syncer(synced[1]!, 50, false)]);
+        try {
+          await Promise.all(
+            writers.map(async ({ store }, w) => {
+              const session = sessions[w % sessions.length]!;
+              const sender = w % 2 ? session.a.profileId : session.b.profileId;
+              const mine: string[] = [];
+              for (let i = 0; i < perWriter; i++) {
+                const kind = i % 4 === 3 && mine.length > 0 ? (i % 8 === 7 ? 'delete' : 'edit') : 'append';
+                if (kind === 'append') {
+                  const { message } = await store.appendMessage({
+                    sessionId: session.id, senderProfileId: sender, content: `w${w}-${i}`, clientMessageId: randomUUID(), sentAt: new Date(), toEvent: envelopeFor(session),
+                  });
+                  mine.push(message.id);
+                } else {
+                  const messageId = mine.shift()!;
+                  await store.changeMessage({
+                    sessionId: session.id, messageId, requesterProfileId: sender, at: new Date(),
+                    change: kind === 'edit' ? { kind: 'edit', content: `w${w}-${i} edited` } : { kind: 'delete' },
+                    toEvent: changeFor(session, kind),
+                  });
+                }
+              }
+            }),
+          );
+        } finally {
+          writing = false;
+        }
+        await syncing;
+
+        const written = (await Promise.all(sessions.map((s) => fx.store.history(s.id, { limit: 200 })))).flat();
+        expect(written).toHaveLength(writerCount * (perWriter - perWriter / 4));
+        expect(written.filter((m) => m.deleted).length).toBeGreaterThan(0);
+        expect(written.filter((m) => m.editedAt).length).toBeGreaterThan(0);
+        // The last state each message was synced in is the one the store holds: no change skipped.
+        const state = (m: MessageRecord) => ({ id: m.id, seq: m.seq, content: m.content, deleted: m.deleted, edited: m.editedAt?.getTime() ?? null });
+        for (const seen of synced) {
+          expect([...seen.values()].map(state).sort((x, y) => x.id.localeCompare(y.id))).toEqual(written.map(state).sort((x, y) => x.id.localeCompare(y.id)));
+        }
+        expect(marks).toBe(0);
+        await Promise.all(writers.map((w) => (w.store === fx.store ? undefined : w.close())));
+      });
     });
   });
 }

@@ -16,6 +16,8 @@ import { ChatError } from '../../chat/chat-errors.js';
 import type {
   AppendMessage,
   BusEnvelope,
+  ChangeMessage,
+  ChangeStamp,
   MessageRecord,
   MessageStore,
   NewReport,
@@ -24,6 +26,7 @@ import type {
   ReportRecord,
   SessionRecord,
   SessionSummary,
+  StoredChange,
   WrittenOutbox,
 } from '../../chat/ports.js';
 import { sessionTopic } from '../../chat/chat-events.js';
@@ -71,16 +74,18 @@ interface MessageRow {
   sent_at: Date;
   delivered: boolean;
   seen: boolean;
+  edited_at: Date | null;
+  deleted: boolean;
 }
 
-const MESSAGE_COLUMNS = 'id, session_id, seq, sender_profile_id, content, client_msg_id, sent_at, delivered, seen';
+const MESSAGE_COLUMNS = 'id, session_id, seq, sender_profile_id, content, client_msg_id, sent_at, delivered, seen, edited_at, deleted_at IS NOT NULL AS deleted';
 const MESSAGE_COLUMNS_OF = (alias: string): string =>
   MESSAGE_COLUMNS.split(', ')
     .map((c) => `${alias}.${c}`)
     .join(', ');
 
 /** A message row as json_agg returns it: timestamps as text. */
-type MessageJsonRow = Omit<MessageRow, 'sent_at'> & { sent_at: string };
+type MessageJsonRow = Omit<MessageRow, 'sent_at' | 'edited_at'> & { sent_at: string; edited_at: string | null };
 
 export class PostgresMessageStore implements MessageStore {
   private readonly appends: GroupCommitter<AppendMessage, AppendResult>;
@@ -187,7 +192,7 @@ export class PostgresMessageStore implements MessageStore {
        WHERE session_id = $1 AND sender_profile_id <> $2 AND seq <= $3 AND NOT seen
        RETURNING id, seq`,
       [sessionId, readerProfileId, upToSeq],
-      sessionId,
+      { sessionId, readerProfileId, seen: true },
       toEvent,
     );
   }
@@ -203,17 +208,18 @@ export class PostgresMessageStore implements MessageStore {
        WHERE session_id = $1 AND sender_profile_id <> $2 AND id = ANY($3::uuid[]) AND NOT delivered
        RETURNING id, seq`,
       [sessionId, readerProfileId, [...messageIds]],
-      sessionId,
+      { sessionId, readerProfileId, seen: false },
       toEvent,
     );
   }
 
   async listSessions(email: string, limit: number): Promise<SessionSummary[]> {
     const rows = await this.run(() =>
-      this.db.query<SessionRow & { m_id: string | null; m_seq: string | null; m_sender: string | null; m_content: string | null; m_client_msg_id: string | null; m_sent_at: Date | null; m_delivered: boolean | null; m_seen: boolean | null; unread: string | number; blocked_by_me: boolean }>(
+      this.db.query<SessionRow & { m_id: string | null; m_seq: string | null; m_sender: string | null; m_content: string | null; m_client_msg_id: string | null; m_sent_at: Date | null; m_delivered: boolean | null; m_seen: boolean | null; m_edited_at: Date | null; m_deleted: boolean | null; unread: string | number; blocked_by_me: boolean }>(
         `SELECT s.*,
                 m.id AS m_id, m.seq AS m_seq, m.sender_profile_id AS m_sender, m.content AS m_content,
                 m.client_msg_id AS m_client_msg_id, m.sent_at AS m_sent_at, m.delivered AS m_delivered, m.seen AS m_seen,
+                m.edited_at AS m_edited_at, m.deleted_at IS NOT NULL AS m_deleted,
                 (SELECT count(*) FROM chat_messages u
                   WHERE u.session_id = s.id AND NOT u.seen
                     AND u.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END) AS unread,
@@ -241,6 +247,8 @@ export class PostgresMessageStore implements MessageStore {
             sent_at: r.m_sent_at!,
             delivered: r.m_delivered!,
             seen: r.m_seen!,
+            edited_at: r.m_edited_at,
+            deleted: r.m_deleted!,
           })
         : undefined,
     }));
@@ -324,18 +332,120 @@ export class PostgresMessageStore implements MessageStore {
     return { total: Number(rows[0]?.total ?? 0), sessions: Number(rows[0]?.sessions ?? 0) };
   }
 
+  async changeMessage(cmd: ChangeMessage): Promise<{ message: MessageRecord; changed: boolean }> {
+    const { result, written } = await this.run(() =>
+      this.db.transaction(async (tx) => {
+        // Locked, so a concurrent edit and delete of one message apply one after the other.
+        const [current] = await tx.query<MessageRow>(
+          `SELECT ${MESSAGE_COLUMNS} FROM chat_messages WHERE id = $1 AND session_id = $2 FOR UPDATE`,
+          [cmd.messageId, cmd.sessionId],
+        );
+        if (!current) throw new ChatError('MESSAGE_NOT_FOUND', `message ${cmd.messageId} is not in session ${cmd.sessionId}`);
+        if (current.sender_profile_id !== cmd.requesterProfileId) throw new ChatError('NOT_MESSAGE_SENDER', 'only the sender of a message may change it');
+        if (current.deleted) {
+          if (cmd.change.kind === 'edit') throw new ChatError('MESSAGE_DELETED', 'a deleted message cannot be edited');
+          return { result: { message: toMessage(current), changed: false }, written: undefined };
+        }
+        // The stamp is renewed so that a sync returns the message again, as it is now.
+        const [row] =
+          cmd.change.kind === 'edit'
+            ? await tx.query<MessageRow>(
+                `UPDATE chat_messages SET content = $2, edited_at = $3, change_xid = pg_current_xact_id(), change_id = nextval('chat_change_seq')
+                  WHERE id = $1 RETURNING ${MESSAGE_COLUMNS}`,
+                [cmd.messageId, cmd.change.content, cmd.at.toISOString()],
+              )
+            : await tx.query<MessageRow>(
+                `UPDATE chat_messages SET content = '', deleted_at = $2, change_xid = pg_current_xact_id(), change_id = nextval('chat_change_seq')
+                  WHERE id = $1 RETURNING ${MESSAGE_COLUMNS}`,
+                [cmd.messageId, cmd.at.toISOString()],
+              );
+        const message = toMessage(row!);
+        const envelope = cmd.toEvent(message);
+        const queued = await insertOutbox(tx, sessionTopic(cmd.sessionId), envelope, this.origin, this.leaseOutboxMs, this.webhooks);
+        return { result: { message, changed: true }, written: this.writtenOf([queued], () => envelope) };
+      }),
+    );
+    if (written) this.announceOutbox(written);
+    return result;
+  }
+
+  /**
+   * One statement, so the horizon (the oldest transaction still running, pg_snapshot_xmin) and the
+   * rows it reads come from the same snapshot: every change stamped below the horizon has committed
+   * or never will, and every transaction still to commit has an id at or above it (ADR 0017).
+   */
+  async changesSince(email: string, after: ChangeStamp, limit: number): Promise<{ changes: StoredChange[]; horizon: ChangeStamp }> {
+    const rows = await this.run(() =>
+      this.db.query<MessageRow & { horizon: string; kind: 'message' | 'mark' | null; xid: string; cid: string; reader: string | null; seen_up_to: string | null; delivered_up_to: string | null }>(
+        `WITH horizon AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),
+         mine AS (SELECT id FROM chat_sessions WHERE sender_email = $1 UNION SELECT id FROM chat_sessions WHERE receiver_email = $1)
+         SELECT h.xmin::text AS horizon, c.*, c.change_xid::text AS xid, c.change_id::text AS cid FROM horizon h LEFT JOIN LATERAL (
+           SELECT * FROM (
+             SELECT 'message' AS kind, m.change_xid, m.change_id, m.id, m.session_id, m.seq, m.sender_profile_id, m.content, m.client_msg_id,
+                    m.sent_at, m.delivered, m.seen, m.edited_at, m.deleted_at IS NOT NULL AS deleted,
+                    NULL::uuid AS reader, NULL::bigint AS seen_up_to, NULL::bigint AS delivered_up_to
+               FROM mine JOIN chat_messages m ON m.session_id = mine.id
+              WHERE (m.change_xid, m.change_id) > ($2::xid8, $3::bigint) AND m.change_xid < h.xmin
+             UNION ALL
+             SELECT 'mark', r.change_xid, r.change_id, NULL, r.session_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                    r.reader_profile_id, r.seen_up_to, r.delivered_up_to
+               FROM mine JOIN chat_read_marks r ON r.session_id = mine.id
+              WHERE (r.change_xid, r.change_id) > ($2::xid8, $3::bigint) AND r.change_xid < h.xmin
+           ) changed
+           ORDER BY change_xid, change_id
+           LIMIT $4
+         ) c ON true`,
+        [email, after.xid, after.id, limit],
+      ),
+    );
+    // The changes' stamps as text: xid8 and bigint exceed a JavaScript number.
+    const changes: StoredChange[] = [];
+    for (const r of rows) {
+      if (r.kind === null) continue;
+      const stamp = { xid: r.xid, id: r.cid };
+      if (r.kind === 'message') changes.push({ kind: 'message', stamp, message: toMessage(r) });
+      else {
+        changes.push({
+          kind: 'readMark',
+          stamp,
+          sessionId: r.session_id,
+          readerProfileId: r.reader!,
+          seenUpTo: Number(r.seen_up_to),
+          deliveredUpTo: Number(r.delivered_up_to),
+        });
+      }
+    }
+    return { changes, horizon: { xid: rows[0]!.horizon, id: '0' } };
+  }
+
+  async changeHorizon(): Promise<ChangeStamp> {
+    const [row] = await this.run(() => this.db.query<{ xmin: string }>('SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin'));
+    return { xid: row!.xmin, id: '0' };
+  }
+
   private async updateReceipts(
     sql: string,
     params: unknown[],
-    sessionId: string,
+    mark: { sessionId: string; readerProfileId: string; seen: boolean },
     toEvent: (u: ReceiptUpdate) => BusEnvelope,
   ): Promise<ReceiptUpdate> {
+    const { sessionId } = mark;
     const { result, written } = await this.run(() =>
       this.db.transaction(async (tx) => {
         const rows = await tx.query<{ id: string; seq: string | number }>(sql, params);
         const messages = rows.map((r) => ({ id: r.id, seq: Number(r.seq) })).sort((x, y) => x.seq - y.seq);
         const update: ReceiptUpdate = { messages };
         if (messages.length === 0) return { result: update, written: undefined };
+        const upTo = messages.at(-1)!.seq;
+        // Re-stamped on every raise, so a sync tells this receipt (chat_read_marks in 0003).
+        await tx.query(
+          `INSERT INTO chat_read_marks (session_id, reader_profile_id, seen_up_to, delivered_up_to) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (session_id, reader_profile_id) DO UPDATE
+             SET seen_up_to = greatest(chat_read_marks.seen_up_to, EXCLUDED.seen_up_to),
+                 delivered_up_to = greatest(chat_read_marks.delivered_up_to, EXCLUDED.delivered_up_to),
+                 change_xid = pg_current_xact_id(), change_id = nextval('chat_change_seq')`,
+          [sessionId, mark.readerProfileId, mark.seen ? upTo : 0, upTo],
+        );
         const envelope = toEvent(update);
         const queued = await insertOutbox(tx, sessionTopic(sessionId), envelope, this.origin, this.leaseOutboxMs, this.webhooks);
         return { result: update, written: this.writtenOf([queued], () => envelope) };
@@ -507,6 +617,8 @@ async function appendInOneStatement(
       sentAt: item.sentAt,
       delivered: false,
       seen: false,
+      editedAt: null,
+      deleted: false,
     };
     return { index: i, message, envelope: item.toEvent(message) };
   });
@@ -528,7 +640,7 @@ async function appendInOneStatement(
   ]);
 
   const createdSeq = new Map((row?.created ?? []).map(([id, seq]) => [id, Number(seq)]));
-  const existing = new Map((row?.existing ?? []).map((r) => [`${r.sender_profile_id}|${r.client_msg_id}`, toMessage({ ...r, sent_at: new Date(r.sent_at) })]));
+  const existing = new Map((row?.existing ?? []).map((r) => [`${r.sender_profile_id}|${r.client_msg_id}`, toMessage({ ...r, sent_at: new Date(r.sent_at), edited_at: r.edited_at === null ? null : new Date(r.edited_at) })]));
   const blocked = new Set(row?.blocked ?? []);
   const envelopes = new Map<string, BusEnvelope>();
   for (const { index, message, envelope } of candidates) {
@@ -559,7 +671,10 @@ function isConcurrentDuplicate(err: unknown): boolean {
 }
 
 function repeatOutcome(stored: MessageRecord, item: AppendMessage): BatchOutcome<AppendResult> {
-  if (stored.sessionId !== item.sessionId || stored.content !== item.content) {
+  // An edited or deleted message no longer holds the content it was sent with: a retry of that
+  // send (in the same session) is answered with the message as it is now.
+  const changed = stored.editedAt !== null || stored.deleted;
+  if (stored.sessionId !== item.sessionId || (stored.content !== item.content && !changed)) {
     return {
       ok: false,
       error: new ChatError('IDEMPOTENCY_KEY_REUSED', 'clientMessageId was already used for a different message', { clientMessageId: item.clientMessageId }),
@@ -663,5 +778,7 @@ function toMessage(r: MessageRow): MessageRecord {
     sentAt: r.sent_at,
     delivered: r.delivered,
     seen: r.seen,
+    editedAt: r.edited_at,
+    deleted: r.deleted,
   };
 }

@@ -63,6 +63,8 @@ export function webhookEnvelope(session: string, tag: string): BusEnvelope {
         sentAt: new Date(0).toISOString(),
         delivered: false,
         seen: false,
+        editedAt: null,
+        deleted: false,
       },
     },
   };
