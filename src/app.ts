@@ -15,6 +15,8 @@ import { migrate } from './store/postgres/migrator.js';
 import { PostgresMessageStore } from './store/postgres/postgres-message-store.js';
 import { PostgresOutboxStore } from './store/postgres/postgres-outbox-store.js';
 import { PostgresProfileDirectory } from './store/postgres/postgres-profile-directory.js';
+import { PostgresPresenceStore } from './store/postgres/postgres-presence-store.js';
+import { PresenceService } from './chat/presence.js';
 import type { SqlDatabase } from './store/postgres/sql-database.js';
 import { HttpProfileDirectory } from './profiles/http-profile-directory.js';
 import { JwtTokenVerifier, type TokenVerifier } from './auth/token-verifier.js';
@@ -215,6 +217,19 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     await relay.start();
     stack.push({ name: 'outbox', stop: () => relay.stop() });
 
+    // Registered before any connection is taken; stopped after the connections close (the stack
+    // unwinds in reverse), so their users are recorded offline while the bus can still tell peers.
+    const presenceLog = logger.child({ component: 'presence' });
+    const presence = new PresenceService({
+      store: new PostgresPresenceStore(db),
+      bus,
+      chat,
+      options: { instanceId: config.instanceId, ...config.presence },
+      onError: (err, what) => presenceLog.warn({ err }, `presence: ${what} failed; retried on the next heart-beat`),
+    });
+    await presence.start();
+    stack.push({ name: 'presence', stop: () => presence.stop() });
+
     // Every send is stored here first; the queue holds those that cannot be stored yet (ADR 0010).
     const sendQueue = buildSendQueue(config.bus, config, logger, options.sendQueue);
     const sendLog = logger.child({ component: 'send-path' });
@@ -242,6 +257,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
       sends,
       sendLimiter,
       maxConnectionsPerUser: config.stompLimits.maxConnectionsPerUser,
+      presence,
     });
     // One rule for the client address everywhere: Fastify's request.ip and the /ws limits and bindings.
     const trustProxy = compileTrustProxy(config.trustProxy);
@@ -280,6 +296,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     };
     const http = buildHttpServer({
       chat,
+      presence,
       sends,
       verifier,
       requestLimiter: new UserRateLimiter(config.rateLimitPerMinute, 'requests'),

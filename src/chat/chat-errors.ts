@@ -17,6 +17,7 @@ export const CHAT_ERROR_CATALOGUE = {
   IDENTITY_MISMATCH: { status: 403, title: 'Identity in the request differs from the token' },
   NOT_A_PARTICIPANT: { status: 403, title: 'Not a participant of this session' },
   ORIGIN_NOT_ALLOWED: { status: 403, title: 'Origin not allowed' },
+  FORBIDDEN_SCOPE: { status: 403, title: 'The token lacks the scope this route needs' },
   DESTINATION_FORBIDDEN: { status: 403, title: 'Destination not allowed' },
   SESSION_NOT_FOUND: { status: 404, title: 'Session not found' },
   PROFILE_NOT_FOUND: { status: 404, title: 'Profile not found' },
@@ -56,6 +57,8 @@ export const CHAT_ERROR_CATALOGUE = {
   TOKEN_EXPIRED: { status: 401, title: 'Token expired' },
   SLOW_CONSUMER: { status: 429, title: 'Client does not read fast enough' },
   SERVER_SHUTDOWN: { status: 503, title: 'Server is shutting down' },
+  DISCONNECTED_BY_ADMIN: { status: 403, title: 'Disconnected by an administrator' },
+  DEAD_LETTER_NOT_FOUND: { status: 404, title: 'No such dead letter' },
 } as const satisfies Record<string, { status: number; title: string }>;
 
 export type ChatErrorCode = keyof typeof CHAT_ERROR_CATALOGUE;

@@ -22,7 +22,15 @@ export interface ChatMessageView {
 /** Where an event goes: a session topic, or a user queue resolved to that user's connections. */
 export type Destination =
   | { readonly topic: string }
-  | { readonly user: string; readonly queue: 'messages' | 'ack' | 'error' | 'receipts' };
+  | { readonly user: string; readonly queue: 'messages' | 'ack' | 'error' | 'receipts' | 'presence' };
+
+/** A user's presence as their peers see it on /user/queue/presence and GET /api/chat/{id}/presence. */
+export interface PresenceView {
+  email: string;
+  online: boolean;
+  /** When their last connection closed (ISO 8601); null while online or never seen. */
+  lastSeenAt: string | null;
+}
 
 export type ChatEvent =
   | { type: 'message'; sessionId: string; destinations: Destination[]; message: ChatMessageView }
@@ -44,6 +52,27 @@ export type ChatEvent =
       sessionId: string;
       destinations: Destination[];
       typing: { sessionId: string; email: string; typing: boolean };
+    }
+  | {
+      /**
+       * A user went online or offline across the cluster; published straight to the bus (never the
+       * outbox), to each user who shares a session with them. `sessionId`: one session they share.
+       */
+      type: 'presence';
+      sessionId: string;
+      destinations: Destination[];
+      presence: PresenceView;
+    }
+  | {
+      /**
+       * An administrator closed every connection of `email`: each instance that holds some closes
+       * them. Published straight to the bus, recipient `email`; never written to a client, so no
+       * destinations and no session (`sessionId` is '').
+       */
+      type: 'disconnect';
+      sessionId: string;
+      destinations: Destination[];
+      disconnect: { email: string; by: string };
     };
 
 export const sessionTopic = (sessionId: string): string => `/topic/session.${sessionId}`;

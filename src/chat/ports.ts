@@ -326,3 +326,64 @@ export interface MessageStore {
   ): Promise<ReceiptUpdate>;
   listSessions(email: string, limit: number): Promise<SessionSummary[]>;
 }
+
+/** A user's presence as the cluster knows it. */
+export interface PresenceState {
+  readonly online: boolean;
+  /** When their last connection closed; null while online, and for someone never seen. */
+  readonly lastSeenAt: Date | null;
+}
+
+/** A user whose presence changed, as a transition reports it. */
+export interface PresenceChange {
+  readonly email: string;
+  readonly online: boolean;
+  readonly lastSeenAt: Date | null;
+}
+
+/** An instance as its liveness row says, for operators. */
+export interface InstanceRecord {
+  readonly instanceId: string;
+  readonly startedAt: Date;
+  readonly aliveAt: Date;
+  /** Not alive for `deadAfterMs`: swept, or about to be. */
+  readonly alive: boolean;
+  readonly connections: number;
+  readonly users: number;
+}
+
+/**
+ * Who is online across the cluster (docs/adr/0015): each instance records its users' online and
+ * offline transitions (not each connection) and a liveness heart-beat of its own (one row per
+ * instance, not per user). Emails are in comparison form. Times are the database's.
+ *
+ * - An instance is alive while its last `heartbeat` is younger than `deadAfterMs` (passed to every
+ *   call that needs it). Only presence rows of live instances count.
+ * - `heartbeat` records the instance alive now with its connection and user counts; `registered` is
+ *   true when its row did not exist (first start, or swept as dead while it could not reach the
+ *   database: then its users must be recorded online again).
+ * - `online(email, instance)` records the user online on that instance (idempotent). `firstOnline` is
+ *   true iff no live instance had them online before: the cluster-wide offline→online transition.
+ * - `offline(email, instance, at)` removes that record and sets their last-seen time to `at` (never
+ *   moving it backwards). `lastOffline` is true iff no live instance has them online after it.
+ *   Transitions of one user are serialised, so of two instances going offline at once exactly one
+ *   reports `lastOffline`, and of two going online at once at least one reports `firstOnline`.
+ * - `sweep(deadAfterMs)` removes instances not alive for `deadAfterMs` and their presence rows
+ *   (the users' last-seen time becomes the dead instance's last heart-beat) and returns the users
+ *   it left offline everywhere. Concurrent sweeps never sweep one instance twice.
+ * - `leave(instance)` is `sweep` for one instance that is stopping, with last-seen = now.
+ * - `presenceOf(emails)` returns a state for every email asked (offline, null, when never seen).
+ * - `peersOf(email)` lists everyone who shares a session with them, once each, with one such session.
+ * - `instances` lists every instance row; `onlineUsers` counts users online on a live instance.
+ */
+export interface PresenceStore {
+  heartbeat(instanceId: string, counts: { connections: number; users: number }): Promise<{ registered: boolean }>;
+  online(email: string, instanceId: string, deadAfterMs: number): Promise<{ firstOnline: boolean }>;
+  offline(email: string, instanceId: string, at: Date, deadAfterMs: number): Promise<{ lastOffline: boolean; lastSeenAt: Date }>;
+  sweep(deadAfterMs: number): Promise<PresenceChange[]>;
+  leave(instanceId: string, deadAfterMs: number): Promise<PresenceChange[]>;
+  presenceOf(emails: readonly string[], deadAfterMs: number): Promise<Map<string, PresenceState>>;
+  peersOf(email: string): Promise<Array<{ email: string; sessionId: string }>>;
+  instances(deadAfterMs: number): Promise<InstanceRecord[]>;
+  onlineUsers(deadAfterMs: number): Promise<number>;
+}

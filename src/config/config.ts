@@ -44,6 +44,17 @@ export interface Config {
   readonly tracing: { readonly endpoint: string; readonly serviceName: string } | undefined;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly instanceId: string;
+  /** Presence across the cluster (docs/adr/0015). */
+  readonly presence: PresenceConfig;
+}
+
+export interface PresenceConfig {
+  /** A user's last connection here closed this long ago with none opened since: then offline. */
+  readonly debounceMs: number;
+  /** How often this instance records that it is alive (one row per instance) and sweeps dead ones. */
+  readonly heartbeatMs: number;
+  /** An instance not alive for this long is dead: its users are swept offline. */
+  readonly deadAfterMs: number;
 }
 
 export interface StompLimitsConfig {
@@ -217,8 +228,17 @@ export function loadConfig(env: Env = process.env): Config {
     tracing: otlpEndpoint ? { endpoint: otlpEndpoint, serviceName: stringVar(env, 'OTEL_SERVICE_NAME') ?? 'chat-service' } : undefined,
     logLevel: logLevel as Config['logLevel'],
     instanceId: stringVar(env, 'INSTANCE_ID') ?? `${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
+    presence: presenceConfig(env),
   };
   return deepFreeze(config);
+}
+
+function presenceConfig(env: Env): PresenceConfig {
+  const heartbeatMs = intVar(env, 'PRESENCE_HEARTBEAT_MS', 10_000, 100, 3600_000);
+  const deadAfterMs = intVar(env, 'PRESENCE_DEAD_AFTER_MS', 30_000, 300, 24 * 3600_000);
+  // Two missed heart-beats at least, or a live instance that is merely slow would be swept.
+  if (deadAfterMs < 2 * heartbeatMs) throw new ConfigError(`PRESENCE_DEAD_AFTER_MS (${deadAfterMs}) must be at least twice PRESENCE_HEARTBEAT_MS (${heartbeatMs})`);
+  return { debounceMs: intVar(env, 'PRESENCE_DEBOUNCE_MS', 5_000, 0, 3600_000), heartbeatMs, deadAfterMs };
 }
 
 function deepFreeze<T>(value: T): T {
@@ -238,4 +258,5 @@ export const CONFIG_VARIABLES = [
   'STOMP_IDLE_TIMEOUT_MS', 'JWT_MAX_AGE',
   'TRUST_PROXY', 'MAX_PENDING_CONNECTIONS', 'MAX_PENDING_CONNECTIONS_PER_ADDRESS',
   'MANAGEMENT_PORT', 'READY_MAX_OUTBOX_LAG_MS', 'SHUTDOWN_TIMEOUT_MS', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_SERVICE_NAME',
+  'PRESENCE_DEBOUNCE_MS', 'PRESENCE_HEARTBEAT_MS', 'PRESENCE_DEAD_AFTER_MS',
 ] as const;

@@ -10,6 +10,7 @@ import type { Static, TypeBoxTypeProvider } from '@fastify/type-provider-typebox
 import type { Logger } from 'pino';
 import { ChatError } from '../chat/chat-errors.js';
 import type { ChatService } from '../chat/chat-service.js';
+import type { PresenceService } from '../chat/presence.js';
 import type { SendPath } from '../chat/send-path.js';
 import { findMalformedText } from '../chat/text-rules.js';
 import { requireDisplayName, requireEmail } from '../chat/validation.js';
@@ -38,6 +39,8 @@ const BODY_LIMIT_BYTES = 64 * 1024;
 
 export interface HttpServerDeps {
   chat: ChatService;
+  /** Answers GET /api/chat/{id}/presence. */
+  presence: Pick<PresenceService, 'peerPresence'>;
   /** Where sends are stored: the same path STOMP sends take. */
   sends: SendPath;
   verifier: TokenVerifier;
@@ -167,6 +170,10 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
         deps.chat.markSeen(caller(request), request.params.sessionId, request.body.upToSeq),
       );
 
+      api.get('/chat/:sessionId/presence', { schema: { params: SessionParams } }, async (request) =>
+        deps.presence.peerPresence(caller(request), request.params.sessionId),
+      );
+
       api.get('/chat/sessions', async (request) => ({ sessions: await deps.chat.listSessions(caller(request)) }));
     },
     { prefix: '/api' },
@@ -177,7 +184,7 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
     app.post('/dev/token', { schema: { body: DevTokenBody } }, async (request) => {
       const email = requireEmail('email', request.body.email);
       const displayName = request.body.displayName === undefined ? undefined : requireDisplayName('displayName', request.body.displayName);
-      return devIssuer.issue(email, displayName || undefined);
+      return devIssuer.issue(email, displayName || undefined, undefined, request.body.scope);
     });
   }
 

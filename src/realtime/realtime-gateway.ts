@@ -26,7 +26,7 @@ import { header, type StompFrame } from './stomp/stomp-frame.js';
 import { contextFrom, inSpan, tracer } from '../observability/tracing.js';
 
 const TOPIC_PREFIX = '/topic/session.';
-const USER_QUEUES = ['messages', 'ack', 'error', 'receipts'] as const;
+const USER_QUEUES = ['messages', 'ack', 'error', 'receipts', 'presence'] as const;
 type UserQueue = (typeof USER_QUEUES)[number];
 
 /** What a client ACK on /user/queue/messages refers to. */
@@ -52,6 +52,14 @@ export interface RealtimeGatewayDeps {
   sendLimiter: UserRateLimiter;
   /** Open STOMP connections one user may hold on this instance; a CONNECT beyond it is refused. */
   maxConnectionsPerUser: number;
+  /** Told of each registered connection opening and closing (presence counts them). */
+  presence?: ConnectionObserver;
+}
+
+/** What presence needs from the gateway: each registered connection's opening and closing, by user. */
+export interface ConnectionObserver {
+  connected(email: string): void;
+  disconnected(email: string): void;
 }
 
 export class RealtimeGateway implements StompHandler {
@@ -93,6 +101,7 @@ export class RealtimeGateway implements StompHandler {
     this.interestHeld.add(conn);
     this.queueListeners.set(conn, new Map());
     this.deps.metrics.realtimeConnections.inc({ transport: conn.transportKind });
+    this.deps.presence?.connected(email);
   }
 
   disconnected(conn: StompConnection): void {
@@ -104,6 +113,7 @@ export class RealtimeGateway implements StompHandler {
     this.queueListeners.delete(conn);
     this.deps.bus.removeInterest(email);
     this.deps.metrics.realtimeConnections.dec({ transport: conn.transportKind });
+    this.deps.presence?.disconnected(email);
   }
 
   async subscribe(conn: StompConnection, sub: Subscription): Promise<void> {
@@ -228,6 +238,10 @@ export class RealtimeGateway implements StompHandler {
 
   private writeEvent(envelope: BusEnvelope): void {
     const { event } = envelope;
+    if (event.type === 'disconnect') {
+      this.disconnectUser(event.disconnect.email, event.disconnect.by);
+      return;
+    }
     const body = Buffer.from(JSON.stringify(bodyOf(event)));
     const headers = headersOf(event);
     const token: DeliveryToken | undefined = event.type === 'message' ? { sessionId: event.sessionId, messageId: event.message.messageId } : undefined;
@@ -244,6 +258,14 @@ export class RealtimeGateway implements StompHandler {
       const sentAt = Date.parse(event.message.sentAt);
       if (Number.isFinite(sentAt)) this.deps.metrics.deliveryLatency.observe(Math.max(0, Date.now() - sentAt) / 1000);
     }
+  }
+
+  /** Ends every connection `email` holds here with DISCONNECTED_BY_ADMIN (the SDK does not reconnect). */
+  private disconnectUser(email: string, by: string): void {
+    const conns = [...(this.connectionsByUser.get(email) ?? [])];
+    if (conns.length === 0) return;
+    this.deps.logger.info({ user: email, admin: by, connections: conns.length }, 'connections closed by an administrator');
+    for (const conn of conns) conn.fail(new ChatError('DISCONNECTED_BY_ADMIN', 'an administrator closed this connection'));
   }
 
   private *listenersOf(destination: Destination): Iterable<Listener> {
@@ -286,6 +308,10 @@ function bodyOf(event: ChatEvent): unknown {
       return event.typing;
     case 'error':
       return event.error;
+    case 'presence':
+      return event.presence;
+    case 'disconnect':
+      return null;
   }
 }
 
