@@ -31,7 +31,11 @@ CREATE TABLE chat_last_seen (
   last_seen_at timestamptz
 );
 
+-- Dead outbox rows, for operators (GET /admin/outbox/dead); few, so the index is small.
+CREATE INDEX chat_message_outbox_dead_idx ON chat_message_outbox (id) WHERE dead;
+
 -- Down Migration
+DROP INDEX chat_message_outbox_dead_idx;
 DROP TABLE chat_last_seen;
 DROP TABLE chat_presence;
 DROP TABLE chat_instances;

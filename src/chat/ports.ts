@@ -131,6 +131,17 @@ export interface RecordedOutboxFailure {
   readonly dead: boolean;
 }
 
+/** A dead outbox row, as operators see it (`GET /admin/outbox/dead`). */
+export interface DeadOutboxRow {
+  readonly id: string;
+  readonly createdAt: Date;
+  readonly retryCount: number;
+  readonly lastError: string | null;
+  /** The event's type and session, when the payload has them. */
+  readonly eventType: string | null;
+  readonly sessionId: string | null;
+}
+
 /**
  * Why the store wakes a relay: another named instance committed rows, or an unnamed writer did (or
  * notifications may have been missed, say while reconnecting): look at once.
@@ -160,6 +171,9 @@ export type OutboxWake = 'other-instance' | 'unknown';
  * - `prune(olderThanMs, limit)` deletes up to `limit` processed rows published more than
  *   `olderThanMs` ago (skipping locked ones) and returns how many; pending and dead rows stay.
  * - `counts()`: pending rows (not processed, not dead, leased or not) and dead rows.
+ * - `listDead(limit, afterId?)` lists up to `limit` dead rows, lowest id first (above `afterId` when
+ *   given). `replayDead(id)` makes that row pending again if it is dead: due now, retry count 0, and
+ *   every relay woken; it returns false (touching nothing) when no dead row has that id.
  * - `subscribe(handler)` resolves once listening (rejects when it cannot; the caller tries again
  *   later) and calls the handler when rows may have been written by someone else, never for the
  *   commits of this store's own instance (those reach the relay through `WrittenOutbox`). The
@@ -176,6 +190,8 @@ export interface OutboxStore {
   /** Age of the oldest row not yet published (and not dead), by the database's clock; null when none. */
   oldestPendingAgeMs(): Promise<number | null>;
   subscribe(handler: (wake: OutboxWake) => void): Promise<() => Promise<void>>;
+  listDead(limit: number, afterId?: string): Promise<DeadOutboxRow[]>;
+  replayDead(id: string): Promise<boolean>;
 }
 
 /** A send taken in while it could not be stored at once, as the client sent it (checked again when stored). */
