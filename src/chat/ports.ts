@@ -218,6 +218,19 @@ export interface SendQueueHandlers {
   dead(send: QueuedSend, error: string): Promise<void> | void;
 }
 
+/** A send set aside as dead, as operators see it (`GET /admin/sends/dead`). */
+export interface DeadSendView {
+  /** Names it within the dead letters (opaque). */
+  readonly id: string;
+  readonly senderEmail: string | null;
+  readonly sessionId: string | null;
+  readonly clientMessageId: string | null;
+  /** The last error, as recorded when it was set aside. */
+  readonly error: string | null;
+  readonly attempts: number | null;
+  readonly deadAt: Date | null;
+}
+
 /**
  * The durable queue behind the send path: where a send goes that could not be stored when it was
  * accepted (the store unreachable, or an unexpected failure), to be stored once it can be.
@@ -232,6 +245,10 @@ export interface SendQueueHandlers {
  * - An outage rejection keeps the send, and the sends of its session behind it, and retries it after
  *   a capped backoff for as long as it takes. After `maxAttempts` other failures the send is moved to
  *   the dead letters with its error, `handlers.dead` is told, and its session moves on.
+ * - `listDead(limit)` shows up to `limit` dead sends, oldest first, without taking them out.
+ *   `replayDead(limit)` moves up to `limit` of them back into the queue, each as a new enqueue (to
+ *   be stored, or refused and its sender told, as any queued send), and returns how many it moved;
+ *   a dead send is removed only once it is back in the queue.
  * - `isHealthy` says whether `enqueue` can succeed now. `stop` stops consuming (sends in hand are
  *   finished or left to be handed over again) and is idempotent.
  */
@@ -246,6 +263,8 @@ export interface SendQueue {
    * messages not handed to a consumer yet); undefined when it cannot be told now (broker away).
    */
   depth(): Promise<number | undefined>;
+  listDead(limit: number): Promise<DeadSendView[]>;
+  replayDead(limit: number): Promise<number>;
 }
 
 export interface Clock {
