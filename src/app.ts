@@ -297,6 +297,13 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     const http = buildHttpServer({
       chat,
       presence,
+      admin: {
+        // The main pool: the relay's small pool is sized for its own statements.
+        outbox: outboxForMetrics,
+        sendQueue,
+        connections: () => presence.clusterConnections(),
+        disconnect: (email, by) => presence.disconnectEverywhere(email, by),
+      },
       sends,
       verifier,
       requestLimiter: new UserRateLimiter(config.rateLimitPerMinute, 'requests'),

@@ -22,12 +22,22 @@
 import type { Caller } from './caller.js';
 import type { PresenceView } from './chat-events.js';
 import type { ChatService } from './chat-service.js';
-import type { BusEnvelope, EventBus, PresenceChange, PresenceStore } from './ports.js';
+import { ChatError } from './chat-errors.js';
+import type { BusEnvelope, EventBus, InstanceRecord, PresenceChange, PresenceStore } from './ports.js';
 import { requireUuid } from './validation.js';
 
 /** What other parts (webhooks, say) may ask about presence. */
 export interface Presence {
   isOnline(email: string): Promise<boolean>;
+}
+
+/** Connections across the cluster, for operators (`GET /admin/connections`). */
+export interface ClusterConnections {
+  /** Open STOMP connections on live instances; each instance's figure is as of its last beat, this one's is now. */
+  connections: number;
+  /** Users online on a live instance. */
+  usersOnline: number;
+  instances: Array<Omit<InstanceRecord, 'startedAt' | 'aliveAt'> & { startedAt: string; aliveAt: string; self: boolean }>;
 }
 
 export interface PresenceOptions {
@@ -142,6 +152,35 @@ export class PresenceService implements Presence {
     const peer = session.a.email === caller.email ? session.b : session.a;
     const state = (await this.deps.store.presenceOf([peer.email], this.deps.options.deadAfterMs)).get(peer.email);
     return { peer: { email: peer.email, online: state?.online ?? false, lastSeenAt: state?.lastSeenAt?.toISOString() ?? null } };
+  }
+
+  async clusterConnections(): Promise<ClusterConnections> {
+    const { instanceId, deadAfterMs } = this.deps.options;
+    const [rows, usersOnline] = await Promise.all([this.deps.store.instances(deadAfterMs), this.deps.store.onlineUsers(deadAfterMs)]);
+    const here = this.counts();
+    const instances = rows.map((row) => ({
+      ...row,
+      ...(row.instanceId === instanceId ? here : {}),
+      startedAt: row.startedAt.toISOString(),
+      aliveAt: row.aliveAt.toISOString(),
+      self: row.instanceId === instanceId,
+    }));
+    return { connections: instances.filter((i) => i.alive).reduce((sum, i) => sum + i.connections, 0), usersOnline, instances };
+  }
+
+  /**
+   * Asks every instance to close the user's connections: one bus event to the user's routing key
+   * reaches exactly the instances where they are connected (this one included).
+   */
+  async disconnectEverywhere(email: string, by: string): Promise<void> {
+    const envelope: BusEnvelope = { recipients: [email], event: { type: 'disconnect', sessionId: '', destinations: [], disconnect: { email, by } } };
+    try {
+      await this.deps.bus.publish(envelope);
+    } catch (err) {
+      // At least this instance's connections go; the caller is told the others may not have.
+      this.deps.bus.deliverLocally(envelope);
+      throw new ChatError('BUS_UNAVAILABLE', 'only this instance could be told to close the connections; try again', undefined, { cause: err });
+    }
   }
 
   /** This instance's open connections and users with one, as counted here. */

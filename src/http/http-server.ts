@@ -23,6 +23,7 @@ import { httpProblem, sendProblem } from './problem-details.js';
 import { contextFrom, inSpan } from '../observability/tracing.js';
 import webPage from './web-page.js';
 import { registerOperations, type ReadinessChecks } from './operations.js';
+import { registerAdminRoutes, type AdminDeps } from './admin-routes.js';
 import {
   ChatMessageBody,
   DevTokenBody,
@@ -41,6 +42,8 @@ export interface HttpServerDeps {
   chat: ChatService;
   /** Answers GET /api/chat/{id}/presence. */
   presence: Pick<PresenceService, 'peerPresence'>;
+  /** The /admin routes (tokens with the chat:admin scope). */
+  admin: AdminDeps;
   /** Where sends are stored: the same path STOMP sends take. */
   sends: SendPath;
   verifier: TokenVerifier;
@@ -178,6 +181,8 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
     },
     { prefix: '/api' },
   );
+
+  void app.register(async (plugin) => registerAdminRoutes(plugin as unknown as FastifyInstance, deps.admin, authenticate), { prefix: '/admin' });
 
   const devIssuer = deps.devIssuer;
   if (devIssuer) {
