@@ -4,7 +4,7 @@
  * change on /user/queue/presence, and may ask for it (GET /api/chat/{id}/presence).
  *
  * Lifecycle: construct → `start()` (registers this instance's liveness row, then beats and sweeps
- * every `heartbeatMs`) → `connected`/`disconnected` from the real-time gateway → `stop()` (records
+ * every `heartbeatMs`) → `userConnected`/`userDisconnected` from the real-time gateway → `stop()` (records
  * this instance's users offline at once, tells their peers, removes its row; idempotent).
  *
  * Invariants:
@@ -110,7 +110,7 @@ export class PresenceService implements Presence {
   }
 
   /** A STOMP connection of `email` was registered on this instance. */
-  connected(email: string): void {
+  userConnected(email: string): void {
     if (this.state === 'stopped') return;
     let user = this.local.get(email);
     if (!user) this.local.set(email, (user = { connections: 0, offlineTimer: undefined }));
@@ -125,7 +125,7 @@ export class PresenceService implements Presence {
   }
 
   /** A registered STOMP connection of `email` closed. */
-  disconnected(email: string): void {
+  userDisconnected(email: string): void {
     const user = this.local.get(email);
     if (!user || user.connections === 0) return;
     user.connections -= 1;

@@ -58,8 +58,8 @@ export interface RealtimeGatewayDeps {
 
 /** What presence needs from the gateway: each registered connection's opening and closing, by user. */
 export interface ConnectionObserver {
-  connected(email: string): void;
-  disconnected(email: string): void;
+  userConnected(email: string): void;
+  userDisconnected(email: string): void;
 }
 
 export class RealtimeGateway implements StompHandler {
@@ -101,7 +101,7 @@ export class RealtimeGateway implements StompHandler {
     this.interestHeld.add(conn);
     this.queueListeners.set(conn, new Map());
     this.deps.metrics.realtimeConnections.inc({ transport: conn.transportKind });
-    this.deps.presence?.connected(email);
+    this.deps.presence?.userConnected(email);
   }
 
   disconnected(conn: StompConnection): void {
@@ -113,7 +113,7 @@ export class RealtimeGateway implements StompHandler {
     this.queueListeners.delete(conn);
     this.deps.bus.removeInterest(email);
     this.deps.metrics.realtimeConnections.dec({ transport: conn.transportKind });
-    this.deps.presence?.disconnected(email);
+    this.deps.presence?.userDisconnected(email);
   }
 
   async subscribe(conn: StompConnection, sub: Subscription): Promise<void> {

@@ -11,7 +11,7 @@ import type { EventBus } from '../../src/chat/ports.js';
 import { createTestDatabase, infra, type TestDatabase } from '../support/infra.js';
 import { connectStomp, type TestStompClient } from '../support/stomp-client.js';
 import { startTestApp, type TestApp } from '../support/test-app.js';
-import { api, type ClusterShared, deleteQueues, instanceEnv, newUser, openSession, sharedCluster, startInstance, testAppOptions, type User } from './support/cluster.js';
+import { api, type ClusterShared, deleteQueues, instanceEnv, newUser, openSession, sharedCluster, testAppOptions, type User } from './support/cluster.js';
 
 const PRESENCE = { PRESENCE_HEARTBEAT_MS: '300', PRESENCE_DEAD_AFTER_MS: '3000', PRESENCE_DEBOUNCE_MS: '200' };
 
