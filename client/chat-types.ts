@@ -34,6 +34,14 @@ export interface TypingSignal {
   typing: boolean;
 }
 
+/** Someone's presence: on /user/queue/presence, and as the `peer` of `ChatClient.presence`. */
+export interface Presence {
+  email: string;
+  online: boolean;
+  /** When their last connection closed (ISO 8601); null while online or never seen. */
+  lastSeenAt: string | null;
+}
+
 export interface Participant {
   profileId: string;
   email: string;
