@@ -1,15 +1,16 @@
 /**
  * One open conversation: its history (paging back with the `before` cursor as the user scrolls
- * up), live messages, my sends with their sending/sent/delivered/seen ticks, the peer's typing
+ * up), the peer's presence, live messages, my sends with their sending/sent/delivered/seen ticks, the peer's typing
  * indicator, and the composer (Enter sends, Shift+Enter is a new line).
  *
  * Messages are kept by seq and drawn in seq order, so history pages, live events and acks can
  * arrive in any order and never show twice. My sends are keyed by clientMessageId, so the bubble
  * drawn at once for a send becomes the stored message in place when the service acknowledges it.
  */
-import type { ChatClient, ChatMessage, Receipt, SessionInfo, TypingSignal } from '../../client/index.js';
+import type { ChatClient, ChatMessage, Presence, Receipt, SessionInfo, TypingSignal } from '../../client/index.js';
 import { h, reconcile } from './dom.js';
-import { fullTime, shortTime } from './format.js';
+import { fullTime, presenceText, shortTime } from './format.js';
+import { presenceDot } from './conversation-list-view.js';
 import { describeError } from './notices.js';
 
 const PAGE = 30;
@@ -47,6 +48,7 @@ export class ConversationView {
 
   private readonly title = h('h2', { id: 'conversation-title' });
   private readonly subtitle = h('p', { class: 'conversation-pane__subtitle' });
+  private readonly presenceLine = h('p', { class: 'conversation-pane__presence', 'aria-live': 'polite' });
   private readonly scroller = h('div', { class: 'messages', tabindex: '0', 'aria-label': 'Messages' });
   private readonly olderButton = h('button', { type: 'button', class: 'load-older link-button' }, 'Load older messages');
   private readonly olderStatus = h('p', { class: 'hint load-older-status', 'aria-live': 'polite' });
@@ -73,7 +75,7 @@ export class ConversationView {
     this.pane = h(
       'section',
       { class: 'conversation-pane', 'aria-labelledby': 'conversation-title', hidden: true },
-      h('header', { class: 'conversation-pane__header' }, this.title, this.subtitle),
+      h('header', { class: 'conversation-pane__header' }, this.title, this.presenceLine, this.subtitle),
       this.scroller,
       this.typingLine,
       composer,
@@ -97,6 +99,15 @@ export class ConversationView {
     });
   }
 
+  /** Shows the peer's presence in the header (undefined: not known yet). */
+  showPresence(presence: Presence | undefined): void {
+    this.presenceLine.replaceChildren(...(presence ? [presenceDot(presence), ` ${presenceText(presence)}`] : []));
+  }
+
+  get peerEmail(): string | undefined {
+    return this.session?.peer.email;
+  }
+
   get sessionId(): string | undefined {
     return this.session?.sessionId;
   }
@@ -114,6 +125,7 @@ export class ConversationView {
     this.lastSeenSent = 0;
     this.typingLine.textContent = '';
     this.title.textContent = session.peer.displayName || session.peer.email;
+    this.showPresence(undefined);
     this.subtitle.textContent = session.peer.displayName && session.peer.displayName !== session.peer.email ? `${session.peer.email} · ${session.intent}` : session.intent;
     this.placeholder.hidden = true;
     this.pane.hidden = false;
