@@ -237,7 +237,7 @@ function presenceConfig(env: Env): PresenceConfig {
   const heartbeatMs = intVar(env, 'PRESENCE_HEARTBEAT_MS', 10_000, 100, 3600_000);
   const deadAfterMs = intVar(env, 'PRESENCE_DEAD_AFTER_MS', 30_000, 300, 24 * 3600_000);
   // Two missed heart-beats at least, or a live instance that is merely slow would be swept.
-  if (deadAfterMs < 2 * heartbeatMs) throw new ConfigError(`PRESENCE_DEAD_AFTER_MS (${deadAfterMs}) must be at least twice PRESENCE_HEARTBEAT_MS (${heartbeatMs})`);
+  if (deadAfterMs < 2 * heartbeatMs) throw new ConfigError(`PRESENCE_DEAD_AFTER_MS: must be at least twice PRESENCE_HEARTBEAT_MS (${heartbeatMs}), got ${deadAfterMs}`);
   return { debounceMs: intVar(env, 'PRESENCE_DEBOUNCE_MS', 5_000, 0, 3600_000), heartbeatMs, deadAfterMs };
 }
 

@@ -4,6 +4,7 @@
  * through configuration (beat 500 ms, dead after 2.5 s, debounce 1 s); the default bound (offline
  * within 60 s of a crash) is argued in docs/adr/0015 from the defaults 10 s / 30 s.
  */
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, infra, type TestDatabase } from '../support/infra.js';
 import { connectStomp, type TestStompClient } from '../support/stomp-client.js';
@@ -115,6 +116,25 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('presence across insta
       expect(refused.contentType).toMatch(/application\/problem\+json/);
       expect(refused.body).toMatchObject({ code: 'NOT_A_PARTICIPANT' });
     }
+  });
+
+  it('an instance swept while alive (its rows gone, as after a database outage) records its users online again on its next beat', async () => {
+    const s = await scene();
+    await connect(two.url, s.bob);
+    await expect.poll(async () => (await s.alicesView()).online, { timeout: 10_000 }).toBe(true);
+    // What another instance's sweep does to an instance that could not beat for PRESENCE_DEAD_AFTER_MS.
+    const db = new pg.Client({ connectionString: shared.databaseUrl });
+    await db.connect();
+    try {
+      const { rows } = await db.query<{ instance_id: string }>('SELECT instance_id FROM chat_presence WHERE email = $1', [s.bob.email]);
+      expect(rows).toHaveLength(1);
+      await db.query('DELETE FROM chat_presence WHERE instance_id = $1', [rows[0]!.instance_id]);
+      await db.query('DELETE FROM chat_instances WHERE id = $1', [rows[0]!.instance_id]);
+    } finally {
+      await db.end();
+    }
+    expect((await s.alicesView()).online).toBe(false);
+    await expect.poll(async () => (await s.alicesView()).online, { timeout: 5_000, interval: 100 }).toBe(true);
   });
 
   // Last: it kills instance two.
