@@ -4,7 +4,7 @@
  * the call, so an expired token is replaced without the caller noticing.
  */
 import { ChatClientError } from './chat-client-error.js';
-import type { ChatMessage, DevToken, HistoryPage, Presence, Problem, SessionInfo, SessionSummary, UnreadMessages } from './chat-types.js';
+import type { ChatMessage, DevToken, HistoryPage, PeerPresence, Problem, SessionInfo, SessionSummary, UnreadMessages } from './chat-types.js';
 
 export interface ChatApiOptions {
   baseUrl: string;
@@ -59,8 +59,8 @@ export class ChatApi {
   }
 
   /** The other participant's presence. */
-  async presence(sessionId: string): Promise<Presence> {
-    return (await this.request<{ peer: Presence }>('GET', `/api/chat/${encodeURIComponent(sessionId)}/presence`)).peer;
+  async presence(sessionId: string): Promise<PeerPresence> {
+    return (await this.request<{ peer: PeerPresence }>('GET', `/api/chat/${encodeURIComponent(sessionId)}/presence`)).peer;
   }
 
   markSeen(sessionId: string, upToSeq: number): Promise<{ sessionId: string; upToSeq: number; updated: number }> {

@@ -284,7 +284,7 @@ describe('ChatClient presence', () => {
     const changes: Array<{ email: string; online: boolean; lastSeenAt: string | null }> = [];
     alice.c.on('presence', (presence) => changes.push(presence));
     await connected(alice.c);
-    expect(await alice.c.presence(p.sessionId)).toEqual({ email: p.bob, online: false, lastSeenAt: null });
+    expect(await alice.c.presence(p.sessionId)).toEqual({ online: false, lastSeenAt: null });
 
     const bob = client(p.bob);
     await connected(bob.c);

@@ -17,7 +17,7 @@
 import type { IMessage } from '@stomp/stompjs';
 import { ChatApi, type HistoryQuery } from './chat-api.js';
 import { ChatClientError } from './chat-client-error.js';
-import type { ChatMessage, HistoryPage, Presence, Problem, Receipt, SessionInfo, SessionSummary, TypingSignal, UnreadMessages } from './chat-types.js';
+import type { ChatMessage, HistoryPage, PeerPresence, Presence, Problem, Receipt, SessionInfo, SessionSummary, TypingSignal, UnreadMessages } from './chat-types.js';
 import { backoffDelay, type BackoffOptions } from './backoff.js';
 import { PendingSends, type OutgoingMessage } from './pending-sends.js';
 import { SessionRecovery } from './session-recovery.js';
@@ -262,7 +262,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
    * The other participant's presence now (REST); changes arrive as `presence` events. After a
    * reconnect, ask again: changes made while disconnected are not replayed.
    */
-  presence(sessionId: string): Promise<Presence> {
+  presence(sessionId: string): Promise<PeerPresence> {
     return this.api.presence(sessionId);
   }
 

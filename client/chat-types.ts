@@ -34,12 +34,16 @@ export interface TypingSignal {
   typing: boolean;
 }
 
-/** Someone's presence: on /user/queue/presence, and as the `peer` of `ChatClient.presence`. */
-export interface Presence {
-  email: string;
+/** A session peer's presence, as `ChatClient.presence(sessionId)` reads it. */
+export interface PeerPresence {
   online: boolean;
   /** When their last connection closed (ISO 8601); null while online or never seen. */
   lastSeenAt: string | null;
+}
+
+/** Someone's presence change, as the `presence` event carries it (from /user/queue/presence). */
+export interface Presence extends PeerPresence {
+  email: string;
 }
 
 export interface Participant {

@@ -3,9 +3,9 @@
  * a drift between the two copies a type error in `npm test` (tsc), not a surprise for SDK users.
  */
 import { describe, expectTypeOf, it } from 'vitest';
-import type { ChatEvent, ChatMessageView, PresenceView } from '../src/chat/chat-events.js';
+import type { ChatEvent, ChatMessageView, PeerPresenceView, PresenceView } from '../src/chat/chat-events.js';
 import type { ChatService, HistoryPage as ServiceHistoryPage, ParticipantView, SessionListItem, SessionView } from '../src/chat/chat-service.js';
-import type { ChatMessage, HistoryPage, Participant, Presence, Receipt, SessionInfo, SessionSummary, TypingSignal, UnreadMessages } from './chat-types.js';
+import type { ChatMessage, HistoryPage, Participant, PeerPresence, Presence, Receipt, SessionInfo, SessionSummary, TypingSignal, UnreadMessages } from './chat-types.js';
 import type { PresenceService } from '../src/chat/presence.js';
 
 type EventPayload<T extends ChatEvent['type'], K extends string> = Extract<ChatEvent, { type: T }> extends Record<K, infer P> ? P : never;
@@ -22,6 +22,7 @@ describe('SDK wire types', () => {
     expectTypeOf<TypingSignal>().toEqualTypeOf<EventPayload<'typing', 'typing'>>();
     expectTypeOf<Presence>().toEqualTypeOf<PresenceView>();
     expectTypeOf<Presence>().toEqualTypeOf<EventPayload<'presence', 'presence'>>();
-    expectTypeOf<{ peer: Presence }>().toEqualTypeOf<Awaited<ReturnType<PresenceService['peerPresence']>>>();
+    expectTypeOf<PeerPresence>().toEqualTypeOf<PeerPresenceView>();
+    expectTypeOf<{ peer: PeerPresence }>().toEqualTypeOf<Awaited<ReturnType<PresenceService['peerPresence']>>>();
   });
 });

@@ -24,12 +24,16 @@ export type Destination =
   | { readonly topic: string }
   | { readonly user: string; readonly queue: 'messages' | 'ack' | 'error' | 'receipts' | 'presence' };
 
-/** A user's presence as their peers see it on /user/queue/presence and GET /api/chat/{id}/presence. */
-export interface PresenceView {
-  email: string;
+/** A session peer's presence as GET /api/chat/{id}/presence returns it (`{peer: …}`). */
+export interface PeerPresenceView {
   online: boolean;
   /** When their last connection closed (ISO 8601); null while online or never seen. */
   lastSeenAt: string | null;
+}
+
+/** A user's presence change as their peers get it on /user/queue/presence. */
+export interface PresenceView extends PeerPresenceView {
+  email: string;
 }
 
 export type ChatEvent =

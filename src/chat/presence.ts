@@ -20,7 +20,7 @@
  *   connection.
  */
 import type { Caller } from './caller.js';
-import type { PresenceView } from './chat-events.js';
+import type { PeerPresenceView, PresenceView } from './chat-events.js';
 import type { ChatService } from './chat-service.js';
 import { ChatError } from './chat-errors.js';
 import type { BusEnvelope, EventBus, InstanceRecord, PresenceChange, PresenceStore } from './ports.js';
@@ -146,12 +146,12 @@ export class PresenceService implements Presence {
   }
 
   /** The presence of the caller's peer in a session; only its participants may ask. */
-  async peerPresence(caller: Caller, sessionIdInput: unknown): Promise<{ peer: PresenceView }> {
+  async peerPresence(caller: Caller, sessionIdInput: unknown): Promise<{ peer: PeerPresenceView }> {
     const sessionId = requireUuid('sessionId', sessionIdInput);
     const session = await this.deps.chat.participantSession(caller, sessionId);
     const peer = session.a.email === caller.email ? session.b : session.a;
     const state = (await this.deps.store.presenceOf([peer.email], this.deps.options.deadAfterMs)).get(peer.email);
-    return { peer: { email: peer.email, online: state?.online ?? false, lastSeenAt: state?.lastSeenAt?.toISOString() ?? null } };
+    return { peer: { online: state?.online ?? false, lastSeenAt: state?.lastSeenAt?.toISOString() ?? null } };
   }
 
   async clusterConnections(): Promise<ClusterConnections> {

@@ -189,14 +189,14 @@ export class ChatApp {
   private async loadPresence(client: ChatClient): Promise<void> {
     const stale = this.presenceStale;
     this.presenceStale = false;
-    const bySession = new Map<string, string>();
-    for (const s of this.sessions.values()) if (stale || !this.presence.has(s.peer.email)) bySession.set(s.peer.email, s.sessionId);
+    const sessionOf = new Map<string, string>();
+    for (const s of this.sessions.values()) if (stale || !this.presence.has(s.peer.email)) sessionOf.set(s.peer.email, s.sessionId);
     await Promise.all(
-      [...bySession.values()].map(async (sessionId) => {
+      [...sessionOf].map(async ([email, sessionId]) => {
         try {
-          const presence = await client.presence(sessionId);
+          const presence: Presence = { email, ...(await client.presence(sessionId)) };
           if (client !== this.client) return;
-          this.presence.set(presence.email, presence);
+          this.presence.set(email, presence);
           if (this.conversation?.peerEmail === presence.email) this.conversation.showPresence(presence);
         } catch {
           // Presence is a nicety: the list works without it, and the next refresh tries again.
