@@ -3,7 +3,8 @@
  * is open on any instance; their peers (everyone who shares a session with them) are told of each
  * change on /user/queue/presence, and may ask for it (GET /api/chat/{id}/presence).
  *
- * Lifecycle: construct → `start()` (registers this instance's liveness row, then beats and sweeps
+ * Lifecycle: construct → `start()` (records offline the users a crashed process with the same
+ * instance id left, registers this instance's liveness row, then beats and sweeps
  * every `heartbeatMs`) → `userConnected`/`userDisconnected` from the real-time gateway → `stop()` (records
  * this instance's users offline at once, tells their peers, removes its row; idempotent).
  *
@@ -80,8 +81,13 @@ export class PresenceService implements Presence {
 
   async start(): Promise<void> {
     if (this.state !== 'new') return;
+    // INSTANCE_ID may outlive a process (a pod's name, a compose service's): rows a crashed
+    // predecessor left would read as online as soon as this one beats. It held those users, so
+    // they are offline now; their peers are told.
+    const leftovers = await this.deps.store.leave(this.deps.options.instanceId, this.deps.options.deadAfterMs);
     // Registered before any connection is accepted: a presence row of an unregistered instance counts for nothing.
     await this.deps.store.heartbeat(this.deps.options.instanceId, this.counts());
+    await Promise.all(leftovers.map((change) => this.announce(change).catch((err: unknown) => this.deps.onError(err, 'announcing a predecessor’s users offline'))));
     this.state = 'started';
     this.timer = setInterval(() => {
       this.beating ??= this.beat().finally(() => (this.beating = undefined));

@@ -3,7 +3,9 @@
  * REST and /user/queue/presence agree, a reconnect within the debounce is no news, and only
  * participants may ask. The cluster case (two instances, a SIGKILL) is test/cluster/presence.test.ts.
  */
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, infra } from '../support/infra.js';
 import { startTestApp, type TestApp, uniqueEmail } from '../support/test-app.js';
 import { connectStomp, type TestStompClient } from '../support/stomp-client.js';
 
@@ -90,5 +92,40 @@ describe('presence on one instance', () => {
     await connect(p.bobToken);
     await expect.poll(() => alice.on('/user/queue/presence').length, { timeout: 5_000 }).toBe(1);
     expect(watcher.on('/user/queue/presence')).toHaveLength(0);
+  });
+});
+
+describe.skipIf(!infra.postgresUrl)('presence after a crash, on PostgreSQL', () => {
+  it('a process restarted with the same INSTANCE_ID records offline the users its crashed predecessor held', async () => {
+    const database = await createTestDatabase(infra.postgresUrl!);
+    const env = { DATABASE_URL: database.url, INSTANCE_ID: 'chat-1', PRESENCE_DEAD_AFTER_MS: '600000' };
+    let app: TestApp | undefined;
+    try {
+      app = await startTestApp(env);
+      const [alice, bob] = [uniqueEmail('alice'), uniqueEmail('bob')];
+      const aliceToken = await app.token(alice);
+      const sessionId = (await app.call('POST', '/api/chat/init', { token: aliceToken, body: { toEmail: bob, intent: 'dating' } })).body.sessionId as string;
+      await app.close();
+      app = undefined;
+      // What a SIGKILL leaves: chat-1 alive a moment ago, with bob online on it.
+      const db = new pg.Client({ connectionString: database.url });
+      await db.connect();
+      try {
+        await db.query(`INSERT INTO chat_instances (id, alive_at) VALUES ('chat-1', now() - interval '1 second')`);
+        await db.query(`INSERT INTO chat_presence (email, instance_id) VALUES ($1, 'chat-1')`, [bob]);
+      } finally {
+        await db.end();
+      }
+
+      const restartedAt = Date.now();
+      app = await startTestApp(env);
+      const token = await app.token(alice);
+      const { peer } = (await app.call('GET', `/api/chat/${sessionId}/presence`, { token })).body;
+      expect(peer.online).toBe(false);
+      expect(Math.abs(Date.parse(peer.lastSeenAt) - restartedAt)).toBeLessThan(10_000);
+    } finally {
+      await app?.close();
+      await database.drop();
+    }
   });
 });
