@@ -225,7 +225,11 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
       bus,
       chat,
       options: { instanceId: config.instanceId, ...config.presence },
-      onError: (err, what) => presenceLog.warn({ err }, `presence: ${what} failed; retried on the next heart-beat`),
+      onError: (err, what) => {
+        metrics.presenceFailures.inc();
+        presenceLog.warn({ err }, `presence: ${what} failed; retried on the next heart-beat`);
+      },
+      onAnnounced: (change, via) => metrics.presenceChanges.inc({ state: change.online ? 'online' : 'offline', via }),
     });
     await presence.start();
     stack.push({ name: 'presence', stop: () => presence.stop() });

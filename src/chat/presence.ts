@@ -55,6 +55,8 @@ export interface PresenceServiceDeps {
   options: PresenceOptions;
   /** Failures are the service's own to report; nothing here throws at a caller. */
   onError: (err: unknown, what: string) => void;
+  /** Told of each change announced to peers, and what caused it. */
+  onAnnounced?: (change: PresenceChange, via: 'connection' | 'sweep' | 'stop') => void;
   clock?: () => Date;
 }
 
@@ -87,7 +89,7 @@ export class PresenceService implements Presence {
     const leftovers = await this.deps.store.leave(this.deps.options.instanceId, this.deps.options.deadAfterMs);
     // Registered before any connection is accepted: a presence row of an unregistered instance counts for nothing.
     await this.deps.store.heartbeat(this.deps.options.instanceId, this.counts());
-    await Promise.all(leftovers.map((change) => this.announce(change).catch((err: unknown) => this.deps.onError(err, 'announcing a predecessor’s users offline'))));
+    await Promise.all(leftovers.map((change) => this.announce(change, 'sweep').catch((err: unknown) => this.deps.onError(err, 'announcing a predecessor’s users offline'))));
     this.state = 'started';
     this.timer = setInterval(() => {
       this.beating ??= this.beat().finally(() => (this.beating = undefined));
@@ -107,7 +109,7 @@ export class PresenceService implements Presence {
     if (!wasStarted) return;
     try {
       const changes = await this.deps.store.leave(this.deps.options.instanceId, this.deps.options.deadAfterMs);
-      await Promise.all(changes.map((change) => this.announce(change)));
+      await Promise.all(changes.map((change) => this.announce(change, 'stop')));
     } catch (err) {
       // Its row then ages out, and another instance sweeps its users within deadAfterMs.
       this.deps.onError(err, 'recording this instance’s users offline at stop');
@@ -217,10 +219,10 @@ export class PresenceService implements Presence {
       this.retry.delete(email);
       if (transition.online) {
         const { firstOnline } = await this.deps.store.online(email, instanceId, deadAfterMs);
-        if (firstOnline) await this.announce({ email, online: true, lastSeenAt: null });
+        if (firstOnline) await this.announce({ email, online: true, lastSeenAt: null }, 'connection');
       } else {
         const { lastOffline, lastSeenAt } = await this.deps.store.offline(email, instanceId, transition.at, deadAfterMs);
-        if (lastOffline) await this.announce({ email, online: false, lastSeenAt });
+        if (lastOffline) await this.announce({ email, online: false, lastSeenAt }, 'connection');
       }
     } catch (err) {
       if (!this.retry.has(email)) this.retry.set(email, transition);
@@ -251,14 +253,15 @@ export class PresenceService implements Presence {
   private async sweep(): Promise<void> {
     try {
       const changes = await this.deps.store.sweep(this.deps.options.deadAfterMs);
-      await Promise.all(changes.map((change) => this.announce(change)));
+      await Promise.all(changes.map((change) => this.announce(change, 'sweep')));
     } catch (err) {
       this.deps.onError(err, 'sweeping dead instances');
     }
   }
 
   /** Tells everyone who shares a session with the user; the bus routes to where they are connected. */
-  private async announce(change: PresenceChange): Promise<void> {
+  private async announce(change: PresenceChange, via: 'connection' | 'sweep' | 'stop'): Promise<void> {
+    this.deps.onAnnounced?.(change, via);
     const peers = await this.deps.store.peersOf(change.email);
     if (peers.length === 0) return;
     const presence: PresenceView = { email: change.email, online: change.online, lastSeenAt: change.lastSeenAt?.toISOString() ?? null };

@@ -157,5 +157,8 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('presence across insta
     expect(killedAt - Date.parse(offline.lastSeenAt)).toBeGreaterThanOrEqual(-100);
     expect(killedAt - Date.parse(offline.lastSeenAt)).toBeLessThan(500 + 1_000);
     expect(await s.alicesView()).toEqual({ online: false, lastSeenAt: offline.lastSeenAt });
+    // Announced by instance one's sweep, and counted there.
+    const metrics = String((await api(one.url, 'GET', '/metrics')).body);
+    expect(Number(/chat_presence_changes_total\{state="offline",via="sweep"\} (\d+)/.exec(metrics)?.[1] ?? 0)).toBeGreaterThanOrEqual(1);
   });
 });

@@ -59,6 +59,8 @@ describe('presence on one instance', () => {
     // lastSeenAt is when the connection closed, not when the debounce ended.
     expect(Math.abs(Date.parse(offline.lastSeenAt) - closedAt)).toBeLessThan(DEBOUNCE_MS / 2);
     expect((await peerOf()).peer).toEqual({ online: false, lastSeenAt: offline.lastSeenAt });
+    const metrics = String((await t.call('GET', '/metrics')).body);
+    for (const state of ['online', 'offline']) expect(metrics).toMatch(new RegExp(`chat_presence_changes_total\\{state="${state}",via="connection"\\} [1-9]`));
   });
 
   it('reports nothing for a reconnect within the debounce', async () => {
