@@ -4,7 +4,7 @@
  * the call, so an expired token is replaced without the caller noticing.
  */
 import { ChatClientError } from './chat-client-error.js';
-import type { ChatMessage, DevToken, HistoryPage, Problem, SessionInfo, SessionSummary, SyncPage, UnreadMessages, UnreadTotals } from './chat-types.js';
+import type { ChatMessage, DevToken, HistoryPage, PeerPresence, Problem, SessionInfo, SessionSummary, SyncPage, UnreadMessages, UnreadTotals } from './chat-types.js';
 
 export interface ChatApiOptions {
   baseUrl: string;
@@ -56,6 +56,11 @@ export class ChatApi {
 
   unread(sessionId: string): Promise<UnreadMessages> {
     return this.request('GET', `/api/chat/${encodeURIComponent(sessionId)}/unread`);
+  }
+
+  /** The other participant's presence. */
+  async presence(sessionId: string): Promise<PeerPresence> {
+    return (await this.request<{ peer: PeerPresence }>('GET', `/api/chat/${encodeURIComponent(sessionId)}/presence`)).peer;
   }
 
   markSeen(sessionId: string, upToSeq: number): Promise<{ sessionId: string; upToSeq: number; updated: number }> {

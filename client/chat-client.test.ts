@@ -387,3 +387,19 @@ describe('ChatClient edits, deletes and sync', () => {
     expect(a.errors).toEqual([]);
   });
 });
+
+describe('ChatClient presence', () => {
+  it('hands the peer’s presence changes to the application and reads it over REST', async () => {
+    const p = await pair();
+    const alice = client(p.alice);
+    const changes: Array<{ email: string; online: boolean; lastSeenAt: string | null }> = [];
+    alice.c.on('presence', (presence) => changes.push(presence));
+    await connected(alice.c);
+    expect(await alice.c.presence(p.sessionId)).toEqual({ online: false, lastSeenAt: null });
+
+    const bob = client(p.bob);
+    await connected(bob.c);
+    await expect.poll(() => changes, { timeout: 10_000 }).toEqual([{ email: p.bob, online: true, lastSeenAt: null }]);
+    expect(await alice.c.presence(p.sessionId)).toMatchObject({ online: true });
+  });
+});

@@ -18,7 +18,7 @@
 import type { IMessage } from '@stomp/stompjs';
 import { ChatApi, type HistoryQuery } from './chat-api.js';
 import { ChatClientError } from './chat-client-error.js';
-import type { ChatMessage, HistoryPage, Problem, Receipt, SessionInfo, SessionSummary, SyncPage, TypingSignal, UnreadMessages, UnreadTotals } from './chat-types.js';
+import type { ChatMessage, HistoryPage, PeerPresence, Presence, Problem, Receipt, SessionInfo, SessionSummary, SyncPage, TypingSignal, UnreadMessages, UnreadTotals } from './chat-types.js';
 import { backoffDelay, type BackoffOptions } from './backoff.js';
 import { PendingSends, type OutgoingMessage } from './pending-sends.js';
 import { SessionRecovery } from './session-recovery.js';
@@ -47,6 +47,8 @@ export interface ChatClientEvents {
   receipt: (receipt: Receipt) => void;
   /** The peer started or stopped typing in an open session. */
   typing: (signal: TypingSignal) => void;
+  /** Someone I share a session with came online or went offline (anywhere in the cluster). */
+  presence: (presence: Presence) => void;
   /** A refused send, subscription or frame, a STOMP ERROR, or a failed recovery. */
   error: (error: ChatClientError) => void;
   state: (state: ConnectionState, detail: ConnectionStateDetail) => void;
@@ -147,6 +149,7 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     this.link.subscribe('/user/queue/error', (m) => this.onErrorFrame(m));
     this.link.subscribe('/user/queue/ack', (m) => this.onAckFrame(m));
     this.link.subscribe('/user/queue/receipts', (m) => this.onReceiptFrame(m));
+    this.link.subscribe('/user/queue/presence', (m) => this.onPresenceFrame(m));
     this.link.subscribe('/user/queue/messages', (m) => this.onDeliveryFrame(m), { ack: 'client-individual' });
     this.link.on('state', (state, detail) => this.emit('state', state, detail));
     this.link.on('error', (error) => this.emit('error', error));
@@ -330,6 +333,14 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
     return this.api.report(sessionId, reason, messageId);
   }
 
+  /**
+   * The other participant's presence now (REST); changes arrive as `presence` events. After a
+   * reconnect, ask again: changes made while disconnected are not replayed.
+   */
+  presence(sessionId: string): Promise<PeerPresence> {
+    return this.api.presence(sessionId);
+  }
+
   // ---- incoming -------------------------------------------------------------------------------
 
   private onDeliveryFrame(frame: IMessage): void {
@@ -352,6 +363,11 @@ export class ChatClient extends TypedEmitter<ChatClientEvents> {
   private onReceiptFrame(frame: IMessage): void {
     const receipt = parseJson<Receipt>(frame.body);
     if (receipt && typeof receipt.sessionId === 'string') this.emit('receipt', receipt);
+  }
+
+  private onPresenceFrame(frame: IMessage): void {
+    const presence = parseJson<Presence>(frame.body);
+    if (presence && typeof presence.email === 'string' && typeof presence.online === 'boolean') this.emit('presence', presence);
   }
 
   private onTopicFrame(frame: IMessage): void {

@@ -60,6 +60,18 @@ export interface TypingSignal {
   typing: boolean;
 }
 
+/** A session peer's presence, as `ChatClient.presence(sessionId)` reads it. */
+export interface PeerPresence {
+  online: boolean;
+  /** When their last connection closed (ISO 8601); null while online or never seen. */
+  lastSeenAt: string | null;
+}
+
+/** Someone's presence change, as the `presence` event carries it (from /user/queue/presence). */
+export interface Presence extends PeerPresence {
+  email: string;
+}
+
 export interface Participant {
   profileId: string;
   email: string;

@@ -32,6 +32,7 @@ export const CONNECTION_CODES = {
   IDENTITY_CHANGED: 'terminal',
   SERVER_SHUTDOWN: 'reconnect',
   INTERNAL: 'reconnect',
+  DISCONNECTED_BY_ADMIN: 'terminal',
   ORIGIN_NOT_ALLOWED: 'terminal',
   TOO_MANY_PENDING_CONNECTIONS: 'reconnect',
   TOO_MANY_PENDING_FROM_ADDRESS: 'reconnect',

@@ -3,7 +3,7 @@
  * a drift between the two copies a type error in `npm test` (tsc), not a surprise for SDK users.
  */
 import { describe, expectTypeOf, it } from 'vitest';
-import type { ChatEvent, ChatMessageView } from '../src/chat/chat-events.js';
+import type { ChatEvent, ChatMessageView, PeerPresenceView, PresenceView } from '../src/chat/chat-events.js';
 import type {
   ChatService,
   HistoryPage as ServiceHistoryPage,
@@ -18,6 +18,8 @@ import type {
   ChatMessage,
   HistoryPage,
   Participant,
+  PeerPresence,
+  Presence,
   Receipt,
   SessionInfo,
   SessionSummary,
@@ -28,6 +30,7 @@ import type {
   UnreadMessages,
   UnreadTotals,
 } from './chat-types.js';
+import type { PresenceService } from '../src/chat/presence.js';
 
 type EventPayload<T extends ChatEvent['type'], K extends string> = Extract<ChatEvent, { type: T }> extends Record<K, infer P> ? P : never;
 
@@ -47,5 +50,9 @@ describe('SDK wire types', () => {
     expectTypeOf<SyncEvent>().toEqualTypeOf<ServiceSyncEvent>();
     expectTypeOf<SyncPage>().toEqualTypeOf<ServiceSyncPage>();
     expectTypeOf<SyncPage>().toEqualTypeOf<Awaited<ReturnType<ChatService['sync']>>>();
+    expectTypeOf<Presence>().toEqualTypeOf<PresenceView>();
+    expectTypeOf<Presence>().toEqualTypeOf<EventPayload<'presence', 'presence'>>();
+    expectTypeOf<PeerPresence>().toEqualTypeOf<PeerPresenceView>();
+    expectTypeOf<{ peer: PeerPresence }>().toEqualTypeOf<Awaited<ReturnType<PresenceService['peerPresence']>>>();
   });
 });

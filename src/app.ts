@@ -15,6 +15,8 @@ import { migrate } from './store/postgres/migrator.js';
 import { PostgresMessageStore } from './store/postgres/postgres-message-store.js';
 import { PostgresOutboxStore } from './store/postgres/postgres-outbox-store.js';
 import { PostgresProfileDirectory } from './store/postgres/postgres-profile-directory.js';
+import { PostgresPresenceStore } from './store/postgres/postgres-presence-store.js';
+import { PresenceService } from './chat/presence.js';
 import type { SqlDatabase } from './store/postgres/sql-database.js';
 import { HttpProfileDirectory } from './profiles/http-profile-directory.js';
 import { JwtTokenVerifier, type TokenVerifier } from './auth/token-verifier.js';
@@ -223,6 +225,23 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     await relay.start();
     stack.push({ name: 'outbox', stop: () => relay.stop() });
 
+    // Registered before any connection is taken; stopped after the connections close (the stack
+    // unwinds in reverse), so their users are recorded offline while the bus can still tell peers.
+    const presenceLog = logger.child({ component: 'presence' });
+    const presence = new PresenceService({
+      store: new PostgresPresenceStore(db),
+      bus,
+      chat,
+      options: { instanceId: config.instanceId, ...config.presence },
+      onError: (err, what) => {
+        metrics.presenceFailures.inc();
+        presenceLog.warn({ err }, `presence: ${what} failed; retried on the next heart-beat`);
+      },
+      onAnnounced: (change, via) => metrics.presenceChanges.inc({ state: change.online ? 'online' : 'offline', via }),
+    });
+    await presence.start();
+    stack.push({ name: 'presence', stop: () => presence.stop() });
+
     // Every send is stored here first; the queue holds those that cannot be stored yet (ADR 0010).
     const sendQueue = buildSendQueue(config.bus, config, logger, options.sendQueue);
     const sendLog = logger.child({ component: 'send-path' });
@@ -250,6 +269,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
       sends,
       sendLimiter,
       maxConnectionsPerUser: config.stompLimits.maxConnectionsPerUser,
+      presence,
     });
     if (config.webhooks) {
       const webhooks = config.webhooks;
@@ -262,8 +282,9 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
       metrics.webhookCounts = () => countsStore.counts();
       const dispatcher = new WebhookDispatcher({
         store: new PostgresWebhookStore(webhookDb),
-        // This instance's connections only, for now: a cluster-wide presence answers better.
-        recipientOnline: async (email) => gateway.hasConnection(email),
+        // A connection here answers at once (presence records a new one a moment later); otherwise
+        // presence knows about every instance's.
+        recipientOnline: async (email) => gateway.hasConnection(email) || (await presence.isOnline(email)),
         unreadTotals: (email) => unreadStore.unreadTotals(email),
         metrics,
         logger: logger.child({ component: 'webhooks' }),
@@ -322,6 +343,14 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
     };
     const http = buildHttpServer({
       chat,
+      presence,
+      admin: {
+        // The main pool: the relay's small pool is sized for its own statements.
+        outbox: outboxForMetrics,
+        sendQueue,
+        connections: () => presence.clusterConnections(),
+        disconnect: (email, by) => presence.disconnectEverywhere(email, by),
+      },
       sends,
       verifier,
       requestLimiter: new UserRateLimiter(config.rateLimitPerMinute, 'requests'),

@@ -34,9 +34,10 @@ export class DevTokenIssuer {
     return new DevTokenIssuer(privateKey, createPublicKey(privateKey));
   }
 
-  async issue(email: string, displayName?: string, ttlSec = TOKEN_TTL_SEC): Promise<{ token: string; expiresAt: string }> {
+  /** `scope`: the space-separated `scope` claim (say `chat:admin`), when the token should carry one. */
+  async issue(email: string, displayName?: string, ttlSec = TOKEN_TTL_SEC, scope?: string): Promise<{ token: string; expiresAt: string }> {
     const exp = Math.floor(Date.now() / 1000) + ttlSec;
-    const token = await new SignJWT({ email, ...(displayName ? { name: displayName } : {}) })
+    const token = await new SignJWT({ email, ...(displayName ? { name: displayName } : {}), ...(scope ? { scope } : {}) })
       .setProtectedHeader({ alg: 'RS256', typ: 'JWT' })
       .setSubject(email)
       .setIssuer(DEV_ISSUER)

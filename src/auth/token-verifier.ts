@@ -83,7 +83,7 @@ export class JwtTokenVerifier implements TokenVerifier {
     if (payload.email_verified === false) throw new ChatError('UNAUTHENTICATED', 'token email is not verified (email_verified is false)');
     const email = identityOf(payload);
     if (!email) throw new ChatError('UNAUTHENTICATED', 'token has no email identity (email claim, or sub that is an email)');
-    return { caller: { email, displayName: displayNameOf(payload) }, expiresAt: new Date(exp * 1000) };
+    return { caller: { email, displayName: displayNameOf(payload), scopes: scopesOf(payload) }, expiresAt: new Date(exp * 1000) };
   }
 }
 
@@ -92,6 +92,11 @@ function identityOf(payload: JWTPayload): string | undefined {
   if (payload.email !== undefined) return isEmail(payload.email) ? normalizeEmail(payload.email) : undefined;
   if (isEmail(payload.sub)) return normalizeEmail(payload.sub);
   return undefined;
+}
+
+/** OAuth 2.0's space-separated `scope` claim (RFC 8693 §4.2); anything else grants nothing. */
+function scopesOf(payload: JWTPayload): string[] {
+  return typeof payload.scope === 'string' ? payload.scope.split(' ').filter((s) => s.length > 0) : [];
 }
 
 function displayNameOf(payload: JWTPayload): string | undefined {

@@ -7,4 +7,9 @@ export interface Caller {
   /** In comparison form (validation.ts `normalizeEmail`), as every rule compares it. */
   readonly email: string;
   readonly displayName?: string;
+  /**
+   * The token's `scope` claim, split on spaces (e.g. `chat:admin`); empty when it has none. Absent on
+   * callers not made from a token (a queued send keeps only who sent it): treat as empty.
+   */
+  readonly scopes?: readonly string[];
 }

@@ -19,6 +19,7 @@ export const CHAT_ERROR_CATALOGUE = {
   PEER_BLOCKED: { status: 403, title: 'Messages in this session are blocked' },
   IDENTITY_CHANGED: { status: 403, title: 'A refreshed token names another user' },
   ORIGIN_NOT_ALLOWED: { status: 403, title: 'Origin not allowed' },
+  FORBIDDEN_SCOPE: { status: 403, title: 'The token lacks the scope this route needs' },
   DESTINATION_FORBIDDEN: { status: 403, title: 'Destination not allowed' },
   NOT_MESSAGE_SENDER: { status: 403, title: 'Only the sender of a message may change it' },
   SESSION_NOT_FOUND: { status: 404, title: 'Session not found' },
@@ -61,6 +62,8 @@ export const CHAT_ERROR_CATALOGUE = {
   TOKEN_EXPIRED: { status: 401, title: 'Token expired' },
   SLOW_CONSUMER: { status: 429, title: 'Client does not read fast enough' },
   SERVER_SHUTDOWN: { status: 503, title: 'Server is shutting down' },
+  DISCONNECTED_BY_ADMIN: { status: 403, title: 'Disconnected by an administrator' },
+  DEAD_LETTER_NOT_FOUND: { status: 404, title: 'No such dead letter' },
 } as const satisfies Record<string, { status: number; title: string }>;
 
 export type ChatErrorCode = keyof typeof CHAT_ERROR_CATALOGUE;

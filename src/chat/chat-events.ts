@@ -26,7 +26,19 @@ export interface ChatMessageView {
 /** Where an event goes: a session topic, or a user queue resolved to that user's connections. */
 export type Destination =
   | { readonly topic: string }
-  | { readonly user: string; readonly queue: 'messages' | 'ack' | 'error' | 'receipts' };
+  | { readonly user: string; readonly queue: 'messages' | 'ack' | 'error' | 'receipts' | 'presence' };
+
+/** A session peer's presence as GET /api/chat/{id}/presence returns it (`{peer: …}`). */
+export interface PeerPresenceView {
+  online: boolean;
+  /** When their last connection closed (ISO 8601); null while online or never seen. */
+  lastSeenAt: string | null;
+}
+
+/** A user's presence change as their peers get it on /user/queue/presence. */
+export interface PresenceView extends PeerPresenceView {
+  email: string;
+}
 
 export type ChatEvent =
   | { type: 'message'; sessionId: string; destinations: Destination[]; message: ChatMessageView }
@@ -57,6 +69,27 @@ export type ChatEvent =
       sessionId: string;
       destinations: [];
       report: ReportView;
+    }
+  | {
+      /**
+       * A user went online or offline across the cluster; published straight to the bus (never the
+       * outbox), to each user who shares a session with them. `sessionId`: one session they share.
+       */
+      type: 'presence';
+      sessionId: string;
+      destinations: Destination[];
+      presence: PresenceView;
+    }
+  | {
+      /**
+       * An administrator closed every connection of `email`: each instance that holds some closes
+       * them. Published straight to the bus, recipient `email`; never written to a client, so no
+       * destinations and no session (`sessionId` is '').
+       */
+      type: 'disconnect';
+      sessionId: string;
+      destinations: Destination[];
+      disconnect: { email: string; by: string };
     };
 
 /** A participant's report of a session or one of its messages, with the message's content as it was then. */

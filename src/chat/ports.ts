@@ -132,6 +132,17 @@ export interface RecordedOutboxFailure {
   readonly dead: boolean;
 }
 
+/** A dead outbox row, as operators see it (`GET /admin/outbox/dead`). */
+export interface DeadOutboxRow {
+  readonly id: string;
+  readonly createdAt: Date;
+  readonly retryCount: number;
+  readonly lastError: string | null;
+  /** The event's type and session, when the payload has them. */
+  readonly eventType: string | null;
+  readonly sessionId: string | null;
+}
+
 /**
  * Why the store wakes a relay: another named instance committed rows, or an unnamed writer did (or
  * notifications may have been missed, say while reconnecting): look at once.
@@ -161,6 +172,9 @@ export type OutboxWake = 'other-instance' | 'unknown';
  * - `prune(olderThanMs, limit)` deletes up to `limit` processed rows published more than
  *   `olderThanMs` ago (skipping locked ones) and returns how many; pending and dead rows stay.
  * - `counts()`: pending rows (not processed, not dead, leased or not) and dead rows.
+ * - `listDead(limit, afterId?)` lists up to `limit` dead rows, lowest id first (above `afterId` when
+ *   given). `replayDead(id)` makes that row pending again if it is dead: due now, retry count 0, and
+ *   every relay woken; it returns false (touching nothing) when no dead row has that id.
  * - `subscribe(handler)` resolves once listening (rejects when it cannot; the caller tries again
  *   later) and calls the handler when rows may have been written by someone else, never for the
  *   commits of this store's own instance (those reach the relay through `WrittenOutbox`). The
@@ -177,6 +191,8 @@ export interface OutboxStore {
   /** Age of the oldest row not yet published (and not dead), by the database's clock; null when none. */
   oldestPendingAgeMs(): Promise<number | null>;
   subscribe(handler: (wake: OutboxWake) => void): Promise<() => Promise<void>>;
+  listDead(limit: number, afterId?: string): Promise<DeadOutboxRow[]>;
+  replayDead(id: string): Promise<boolean>;
 }
 
 /** A send taken in while it could not be stored at once, as the client sent it (checked again when stored). */
@@ -203,6 +219,19 @@ export interface SendQueueHandlers {
   dead(send: QueuedSend, error: string): Promise<void> | void;
 }
 
+/** A send set aside as dead, as operators see it (`GET /admin/sends/dead`). */
+export interface DeadSendView {
+  /** Names it within the dead letters (opaque). */
+  readonly id: string;
+  readonly senderEmail: string | null;
+  readonly sessionId: string | null;
+  readonly clientMessageId: string | null;
+  /** The last error, as recorded when it was set aside. */
+  readonly error: string | null;
+  readonly attempts: number | null;
+  readonly deadAt: Date | null;
+}
+
 /**
  * The durable queue behind the send path: where a send goes that could not be stored when it was
  * accepted (the store unreachable, or an unexpected failure), to be stored once it can be.
@@ -217,6 +246,10 @@ export interface SendQueueHandlers {
  * - An outage rejection keeps the send, and the sends of its session behind it, and retries it after
  *   a capped backoff for as long as it takes. After `maxAttempts` other failures the send is moved to
  *   the dead letters with its error, `handlers.dead` is told, and its session moves on.
+ * - `listDead(limit)` shows up to `limit` dead sends, oldest first, without taking them out.
+ *   `replayDead(limit)` moves up to `limit` of them back into the queue, each as a new enqueue (to
+ *   be stored, or refused and its sender told, as any queued send), and returns how many it moved;
+ *   a dead send is removed only once it is back in the queue.
  * - `isHealthy` says whether `enqueue` can succeed now. `stop` stops consuming (sends in hand are
  *   finished or left to be handed over again) and is idempotent.
  */
@@ -231,6 +264,8 @@ export interface SendQueue {
    * messages not handed to a consumer yet); undefined when it cannot be told now (broker away).
    */
   depth(): Promise<number | undefined>;
+  listDead(limit: number): Promise<DeadSendView[]>;
+  replayDead(limit: number): Promise<number>;
 }
 
 export interface Clock {
@@ -480,4 +515,65 @@ export interface WebhookStore {
   release(rows: ReadonlyArray<{ id: string; lease: string }>): Promise<void>;
   counts(): Promise<{ pending: number; dead: number }>;
   prune(olderThanMs: number, limit: number): Promise<number>;
+}
+
+/** A user's presence as the cluster knows it. */
+export interface PresenceState {
+  readonly online: boolean;
+  /** When their last connection closed; null while online, and for someone never seen. */
+  readonly lastSeenAt: Date | null;
+}
+
+/** A user whose presence changed, as a transition reports it. */
+export interface PresenceChange {
+  readonly email: string;
+  readonly online: boolean;
+  readonly lastSeenAt: Date | null;
+}
+
+/** An instance as its liveness row says, for operators. */
+export interface InstanceRecord {
+  readonly instanceId: string;
+  readonly startedAt: Date;
+  readonly aliveAt: Date;
+  /** Not alive for `deadAfterMs`: swept, or about to be. */
+  readonly alive: boolean;
+  readonly connections: number;
+  readonly users: number;
+}
+
+/**
+ * Who is online across the cluster (docs/adr/0018): each instance records its users' online and
+ * offline transitions (not each connection) and a liveness heart-beat of its own (one row per
+ * instance, not per user). Emails are in comparison form. Times are the database's.
+ *
+ * - An instance is alive while its last `heartbeat` is younger than `deadAfterMs` (passed to every
+ *   call that needs it). Only presence rows of live instances count.
+ * - `heartbeat` records the instance alive now with its connection and user counts; `registered` is
+ *   true when its row did not exist (first start, or swept as dead while it could not reach the
+ *   database: then its users must be recorded online again).
+ * - `online(email, instance)` records the user online on that instance (idempotent). `firstOnline` is
+ *   true iff no live instance had them online before: the cluster-wide offline→online transition.
+ * - `offline(email, instance, at)` removes that record and sets their last-seen time to `at` (never
+ *   moving it backwards). `lastOffline` is true iff no live instance has them online after it.
+ *   Transitions of one user are serialised, so of two instances going offline at once exactly one
+ *   reports `lastOffline`, and of two going online at once at least one reports `firstOnline`.
+ * - `sweep(deadAfterMs)` removes instances not alive for `deadAfterMs` and their presence rows
+ *   (the users' last-seen time becomes the dead instance's last heart-beat) and returns the users
+ *   it left offline everywhere. Concurrent sweeps never sweep one instance twice.
+ * - `leave(instance)` is `sweep` for one instance that is stopping, with last-seen = now.
+ * - `presenceOf(emails)` returns a state for every email asked (offline, null, when never seen).
+ * - `peersOf(email)` lists everyone who shares a session with them, once each, with one such session.
+ * - `instances` lists every instance row; `onlineUsers` counts users online on a live instance.
+ */
+export interface PresenceStore {
+  heartbeat(instanceId: string, counts: { connections: number; users: number }): Promise<{ registered: boolean }>;
+  online(email: string, instanceId: string, deadAfterMs: number): Promise<{ firstOnline: boolean }>;
+  offline(email: string, instanceId: string, at: Date, deadAfterMs: number): Promise<{ lastOffline: boolean; lastSeenAt: Date }>;
+  sweep(deadAfterMs: number): Promise<PresenceChange[]>;
+  leave(instanceId: string, deadAfterMs: number): Promise<PresenceChange[]>;
+  presenceOf(emails: readonly string[], deadAfterMs: number): Promise<Map<string, PresenceState>>;
+  peersOf(email: string): Promise<Array<{ email: string; sessionId: string }>>;
+  instances(deadAfterMs: number): Promise<InstanceRecord[]>;
+  onlineUsers(deadAfterMs: number): Promise<number>;
 }

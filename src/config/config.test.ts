@@ -96,9 +96,19 @@ describe('loadConfig', () => {
     [{ RATE_LIMIT_PER_MINUTE: '-1' }, /^RATE_LIMIT_PER_MINUTE:/],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL:/],
     [{ ALLOWED_ORIGINS: 'https://x.example.com/path' }, /^ALLOWED_ORIGINS:/],
+    [{ PRESENCE_DEBOUNCE_MS: '-1' }, /^PRESENCE_DEBOUNCE_MS:/],
+    [{ PRESENCE_HEARTBEAT_MS: '10000', PRESENCE_DEAD_AFTER_MS: '15000' }, /^PRESENCE_DEAD_AFTER_MS: must be at least twice/],
   ])('refuses %o naming the variable', (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);
+  });
+
+  it('reports a crashed instance offline within 60 s by default: beat 10 s, dead after 30 s, debounce 5 s', () => {
+    const { presence } = loadConfig({});
+    expect(presence).toEqual({ debounceMs: 5_000, heartbeatMs: 10_000, deadAfterMs: 30_000 });
+    // Dead after deadAfterMs without a beat, swept within one more beat (docs/adr/0018).
+    expect(presence.deadAfterMs + presence.heartbeatMs).toBeLessThanOrEqual(60_000);
+    expect(loadConfig({ PRESENCE_HEARTBEAT_MS: '500', PRESENCE_DEAD_AFTER_MS: '2500', PRESENCE_DEBOUNCE_MS: '0' }).presence).toEqual({ debounceMs: 0, heartbeatMs: 500, deadAfterMs: 2_500 });
   });
 
   it('allows no browser origin by default with production auth', () => {

@@ -47,6 +47,17 @@ export interface Config {
   readonly webhooks: WebhooksConfig | undefined;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   readonly instanceId: string;
+  /** Presence across the cluster (docs/adr/0018). */
+  readonly presence: PresenceConfig;
+}
+
+export interface PresenceConfig {
+  /** A user's last connection here closed this long ago with none opened since: then offline. */
+  readonly debounceMs: number;
+  /** How often this instance records that it is alive (one row per instance) and sweeps dead ones. */
+  readonly heartbeatMs: number;
+  /** An instance not alive for this long is dead: its users are swept offline. */
+  readonly deadAfterMs: number;
 }
 
 export interface StompLimitsConfig {
@@ -272,8 +283,17 @@ export function loadConfig(env: Env = process.env): Config {
     webhooks: webhooksVar(env),
     logLevel: logLevel as Config['logLevel'],
     instanceId: stringVar(env, 'INSTANCE_ID') ?? `${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
+    presence: presenceConfig(env),
   };
   return deepFreeze(config);
+}
+
+function presenceConfig(env: Env): PresenceConfig {
+  const heartbeatMs = intVar(env, 'PRESENCE_HEARTBEAT_MS', 10_000, 100, 3600_000);
+  const deadAfterMs = intVar(env, 'PRESENCE_DEAD_AFTER_MS', 30_000, 300, 24 * 3600_000);
+  // Two missed heart-beats at least, or a live instance that is merely slow would be swept.
+  if (deadAfterMs < 2 * heartbeatMs) throw new ConfigError(`PRESENCE_DEAD_AFTER_MS: must be at least twice PRESENCE_HEARTBEAT_MS (${heartbeatMs}), got ${deadAfterMs}`);
+  return { debounceMs: intVar(env, 'PRESENCE_DEBOUNCE_MS', 5_000, 0, 3600_000), heartbeatMs, deadAfterMs };
 }
 
 function deepFreeze<T>(value: T): T {
@@ -295,4 +315,5 @@ export const CONFIG_VARIABLES = [
   'MANAGEMENT_PORT', 'READY_MAX_OUTBOX_LAG_MS', 'SHUTDOWN_TIMEOUT_MS', 'OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_SERVICE_NAME',
   'WEBHOOK_URL', 'WEBHOOK_SECRET', 'WEBHOOK_EVENTS', 'WEBHOOK_MAX_ATTEMPTS', 'WEBHOOK_TIMEOUT_MS', 'WEBHOOK_INCLUDE_CONTENT',
   'WEBHOOK_CONCURRENCY', 'WEBHOOK_RETRY_INITIAL_MS', 'WEBHOOK_RETRY_MAX_MS',
+  'PRESENCE_DEBOUNCE_MS', 'PRESENCE_HEARTBEAT_MS', 'PRESENCE_DEAD_AFTER_MS',
 ] as const;

@@ -10,6 +10,7 @@ import type { Static, TypeBoxTypeProvider } from '@fastify/type-provider-typebox
 import type { Logger } from 'pino';
 import { ChatError } from '../chat/chat-errors.js';
 import type { ChatService } from '../chat/chat-service.js';
+import type { PresenceService } from '../chat/presence.js';
 import type { SendPath } from '../chat/send-path.js';
 import { findMalformedText } from '../chat/text-rules.js';
 import { requireDisplayName, requireEmail } from '../chat/validation.js';
@@ -22,6 +23,7 @@ import { httpProblem, sendProblem } from './problem-details.js';
 import { contextFrom, inSpan } from '../observability/tracing.js';
 import webPage from './web-page.js';
 import { registerOperations, type ReadinessChecks } from './operations.js';
+import { registerAdminRoutes, type AdminDeps } from './admin-routes.js';
 import {
   ChatMessageBody,
   DevTokenBody,
@@ -42,6 +44,10 @@ const BODY_LIMIT_BYTES = 64 * 1024;
 
 export interface HttpServerDeps {
   chat: ChatService;
+  /** Answers GET /api/chat/{id}/presence. */
+  presence: Pick<PresenceService, 'peerPresence'>;
+  /** The /admin routes (tokens with the chat:admin scope). */
+  admin: AdminDeps;
   /** Where sends are stored: the same path STOMP sends take. */
   sends: SendPath;
   verifier: TokenVerifier;
@@ -192,6 +198,9 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
       });
 
       api.get('/chat/sync', { schema: { querystring: SyncQuery } }, async (request) => deps.chat.sync(caller(request), request.query));
+      api.get('/chat/:sessionId/presence', { schema: { params: SessionParams } }, async (request) =>
+        deps.presence.peerPresence(caller(request), request.params.sessionId),
+      );
 
       api.get('/chat/sessions', async (request) => ({ sessions: await deps.chat.listSessions(caller(request)) }));
       api.get('/chat/unread-count', async (request) => deps.chat.unreadCount(caller(request)));
@@ -216,12 +225,14 @@ export function buildHttpServer(deps: HttpServerDeps): FastifyInstance {
     { prefix: '/api' },
   );
 
+  void app.register(async (plugin) => registerAdminRoutes(plugin as unknown as FastifyInstance, deps.admin, authenticate), { prefix: '/admin' });
+
   const devIssuer = deps.devIssuer;
   if (devIssuer) {
     app.post('/dev/token', { schema: { body: DevTokenBody } }, async (request) => {
       const email = requireEmail('email', request.body.email);
       const displayName = request.body.displayName === undefined ? undefined : requireDisplayName('displayName', request.body.displayName);
-      return devIssuer.issue(email, displayName || undefined);
+      return devIssuer.issue(email, displayName || undefined, undefined, request.body.scope);
     });
   }
 

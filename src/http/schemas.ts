@@ -73,6 +73,11 @@ export const SyncQuery = Type.Object(
 export const SeenBody = Type.Object({ upToSeq: Type.Integer({ minimum: 0 }) }, { additionalProperties: false });
 
 export const DevTokenBody = Type.Object(
-  { email: Type.String({ maxLength: 320 }), displayName: Type.Optional(Type.String({ maxLength: 100 })) },
+  {
+    email: Type.String({ maxLength: 320 }),
+    displayName: Type.Optional(Type.String({ maxLength: 100 })),
+    // RFC 6749 §3.3 scope tokens, space-separated: printable ASCII but space, double quote and backslash.
+    scope: Type.Optional(Type.String({ maxLength: 1000, pattern: '^[!#-\\[\\]-~]+( [!#-\\[\\]-~]+)*$' })),
+  },
   { additionalProperties: false },
 );

@@ -187,6 +187,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly presenceChanges = new Counter({
+    name: 'chat_presence_changes_total',
+    help: 'Cluster-wide presence changes this instance announced, by state and cause (connection, sweep of a dead instance, stop)',
+    labelNames: ['state', 'via'] as const,
+    registers: [this.registry],
+  });
+
+  readonly presenceFailures = new Counter({
+    name: 'chat_presence_failures_total',
+    help: 'Presence store or bus operations that failed (retried on the next heart-beat)',
+    registers: [this.registry],
+  });
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }

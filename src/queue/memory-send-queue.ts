@@ -13,7 +13,7 @@
  * failures it is dead (kept in `deadLetters`, logged, reported to `handlers.dead`) and its session
  * moves on. Must never happen: a send dropped without being stored, refused or made dead.
  */
-import type { QueuedSend, SendQueue, SendQueueHandlers } from '../chat/ports.js';
+import type { DeadSendView, QueuedSend, SendQueue, SendQueueHandlers } from '../chat/ports.js';
 import { silentLogger, type AdapterLogger } from '../common/adapter-logger.js';
 import { backoffMs, type Backoff } from '../common/backoff.js';
 import { isOutage, RetryPauses, type SendQueueRetryOptions } from './send-queue-retry.js';
@@ -25,6 +25,7 @@ export interface MemorySendQueueOptions extends Partial<SendQueueRetryOptions> {
 }
 
 export interface DeadSend {
+  id: string;
   send: QueuedSend;
   error: string;
   attempts: number;
@@ -44,6 +45,7 @@ export class MemorySendQueue implements SendQueue {
   private held = 0;
   private state: 'new' | 'started' | 'stopped' = 'new';
   readonly deadLetters: DeadSend[] = [];
+  private deadCount = 0;
 
   constructor(options: MemorySendQueueOptions = {}) {
     this.maxAttempts = options.maxAttempts ?? 3;
@@ -76,6 +78,26 @@ export class MemorySendQueue implements SendQueue {
 
   depth(): Promise<number | undefined> {
     return Promise.resolve(this.held);
+  }
+
+  listDead(limit: number): Promise<DeadSendView[]> {
+    return Promise.resolve(this.deadLetters.slice(0, limit).map(deadSendView));
+  }
+
+  async replayDead(limit: number): Promise<number> {
+    let moved = 0;
+    while (moved < limit && this.deadLetters.length > 0) {
+      const dead = this.deadLetters.shift()!;
+      try {
+        await this.enqueue(dead.send);
+      } catch (err) {
+        // Refused (stopped, full): it stays a dead letter, where it was.
+        this.deadLetters.unshift(dead);
+        throw err;
+      }
+      moved += 1;
+    }
+    return moved;
   }
 
   enqueue(send: QueuedSend): Promise<void> {
@@ -130,7 +152,7 @@ export class MemorySendQueue implements SendQueue {
           if (failures >= this.maxAttempts) {
             const error = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
             this.log.error({ err, attempts: failures }, 'queued send dead: it cannot be stored');
-            this.deadLetters.push({ send, error, attempts: failures, at: new Date() });
+            this.deadLetters.push({ id: String(++this.deadCount), send, error, attempts: failures, at: new Date() });
             await Promise.resolve(handlers.dead(send, error)).catch((deadErr: unknown) => this.log.warn({ err: deadErr }, 'could not report a dead send'));
             return;
           }
@@ -146,3 +168,16 @@ export class MemorySendQueue implements SendQueue {
 
 /** Sends are ordered within a session; one whose session id is not even a string still gets handled. */
 const sessionKey = (send: QueuedSend): string => (typeof send.request.sessionId === 'string' ? send.request.sessionId : '');
+
+function deadSendView(dead: DeadSend): DeadSendView {
+  const { caller, request } = dead.send;
+  return {
+    id: dead.id,
+    senderEmail: caller.email,
+    sessionId: typeof request.sessionId === 'string' ? request.sessionId : null,
+    clientMessageId: typeof request.clientMessageId === 'string' ? request.clientMessageId : null,
+    error: dead.error,
+    attempts: dead.attempts,
+    deadAt: dead.at,
+  };
+}

@@ -42,9 +42,9 @@
  * store; a tight redelivery loop; a send lost because PostgreSQL or RabbitMQ was away for a while.
  */
 import { randomUUID } from 'node:crypto';
-import type { AsyncMessage, Channel, Connection, Publisher, ReturnedMessage } from 'rabbitmq-client';
+import type { AsyncMessage, Channel, Connection, Publisher, ReturnedMessage, SyncMessage } from 'rabbitmq-client';
 import { ChatError } from '../chat/chat-errors.js';
-import type { QueuedSend, SendQueue, SendQueueHandlers } from '../chat/ports.js';
+import type { DeadSendView, QueuedSend, SendQueue, SendQueueHandlers } from '../chat/ports.js';
 import { closeAmqpConnection, openAmqpConnection, type AmqpConnectionOptions } from '../amqp/amqp-connection.js';
 import { decodeJsonBody } from '../amqp/json-body.js';
 import { silentLogger, type AdapterLogger } from '../common/adapter-logger.js';
@@ -173,6 +173,54 @@ export class RabbitMqSendQueue implements SendQueue {
     } catch {
       return undefined;
     }
+  }
+
+  /**
+   * Looks at the dead letters with basic.get, unacknowledged, on a channel of its own, and closes
+   * it: the broker puts them all back. Nothing is taken out.
+   */
+  async listDead(limit: number): Promise<DeadSendView[]> {
+    const ch = await this.adminChannel();
+    try {
+      const views: DeadSendView[] = [];
+      while (views.length < limit) {
+        const msg = await ch.basicGet({ queue: this.deadLetterQueue, noAck: false });
+        if (!msg) break;
+        views.push(deadSendViewOf(msg));
+      }
+      return views;
+    } finally {
+      await ch.close().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Takes dead letters one at a time and enqueues each again, acking it only after the broker
+   * confirmed the new copy: a failure leaves it (and the rest) dead, at worst with a copy queued
+   * too, which storing idempotently makes harmless.
+   */
+  async replayDead(limit: number): Promise<number> {
+    const ch = await this.adminChannel();
+    let moved = 0;
+    try {
+      while (moved < limit) {
+        const msg = await ch.basicGet({ queue: this.deadLetterQueue, noAck: false });
+        if (!msg) break;
+        const headers = Object.fromEntries(Object.entries(msg.headers ?? {}).filter(([name]) => !name.startsWith('x-chat-') && name !== 'x-death'));
+        await this.publish(this.queue, bodyBuffer(msg.body), { ...headers, 'x-chat-replayed-by': this.connectionName });
+        ch.basicAck({ deliveryTag: msg.deliveryTag });
+        moved += 1;
+      }
+      return moved;
+    } finally {
+      await ch.close().catch(() => undefined);
+    }
+  }
+
+  private async adminChannel(): Promise<Channel> {
+    const connection = this.connection;
+    if (this.stopping || !connection?.ready) throw new ChatError('BUS_UNAVAILABLE', 'RabbitMQ is not connected');
+    return connection.acquire();
   }
 
   /** Queues the send durably; resolves once the broker confirmed the routed message. */
@@ -402,7 +450,7 @@ export class RabbitMqSendQueue implements SendQueue {
     if (!ch.active || this.stopping) return;
     const error = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     this.log.error({ err, queue: this.queue, deadLetterQueue: this.deadLetterQueue, attempts }, 'send dead-lettered: it cannot be stored');
-    const body = Buffer.isBuffer(msg.body) ? msg.body : Buffer.from(typeof msg.body === 'string' ? msg.body : JSON.stringify(msg.body), 'utf8');
+    const body = bodyBuffer(msg.body);
     try {
       await this.publish(this.deadLetterQueue, body, {
         ...(msg.headers ?? {}),
@@ -467,6 +515,29 @@ export class RabbitMqSendQueue implements SendQueue {
     }
   }
 
+}
+
+function bodyBuffer(body: unknown): Buffer {
+  return Buffer.isBuffer(body) ? body : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body), 'utf8');
+}
+
+/** What a dead letter says about itself: our x-chat-* headers, or the broker's x-death when it dead-lettered it. */
+function deadSendViewOf(msg: SyncMessage): DeadSendView {
+  const send = parseQueuedSend(msg.body);
+  const headers = msg.headers ?? {};
+  const death = Array.isArray(headers['x-death']) ? (headers['x-death'][0] as { reason?: unknown; time?: unknown; count?: unknown } | undefined) : undefined;
+  const text = (value: unknown): string | null => (typeof value === 'string' ? value : null);
+  const failedAt = text(headers['x-chat-failed-at']);
+  const deathTime = death?.time instanceof Date ? death.time : typeof death?.time === 'number' ? new Date(death.time * 1000) : null;
+  return {
+    id: typeof msg.messageId === 'string' ? msg.messageId : String(msg.deliveryTag),
+    senderEmail: send?.caller.email ?? null,
+    sessionId: text(send?.request.sessionId),
+    clientMessageId: text(send?.request.clientMessageId),
+    error: text(headers['x-chat-error']) ?? (death ? `dead-lettered by the broker: ${String(death.reason)}` : null),
+    attempts: typeof headers['x-chat-attempts'] === 'number' ? headers['x-chat-attempts'] : typeof death?.count === 'number' ? death.count : null,
+    deadAt: failedAt ? new Date(failedAt) : deathTime,
+  };
 }
 
 function parseQueuedSend(body: unknown): QueuedSend | undefined {

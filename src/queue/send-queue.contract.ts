@@ -131,6 +131,42 @@ export function describeSendQueueContract(name: string, makeFixture: () => Promi
       expect(dead).toEqual([{ content: 'poison', error: expect.stringMatching(/TypeError: cannot be stored/) }]);
     });
 
+    it('lists dead sends without taking them out, and replays them to be stored', async () => {
+      let cured = false;
+      const stored: string[] = [];
+      const dead: string[] = [];
+      const session = randomUUID();
+      const queue = await start({
+        store: async (send) => {
+          if (send.request.content === 'poison' && !cured) throw new TypeError('cannot be stored yet');
+          stored.push(String(send.request.content));
+        },
+        dead: (send) => void dead.push(String(send.request.content)),
+      });
+      expect(await queue.listDead(10)).toEqual([]);
+      expect(await queue.replayDead(10)).toBe(0);
+      const poison = sendOf(session, 'poison');
+      await queue.enqueue(poison);
+      await queue.enqueue(sendOf(session, 'after'));
+      await expect.poll(() => ({ stored, dead }), { timeout: 10_000 }).toEqual({ stored: ['after'], dead: ['poison'] });
+      await expect.poll(() => queue.listDead(10).then((l) => l.length), { timeout: 10_000 }).toBe(1);
+
+      const [listed] = await queue.listDead(10);
+      expect(listed).toMatchObject({ senderEmail: 'alice@example.com', sessionId: session, clientMessageId: poison.request.clientMessageId, attempts: 3 });
+      expect(listed!.error).toMatch(/TypeError: cannot be stored yet/);
+      expect(listed!.deadAt).toBeInstanceOf(Date);
+      expect(typeof listed!.id).toBe('string');
+      // Looking took nothing out.
+      expect((await queue.listDead(10)).map((d) => d.id)).toEqual([listed!.id]);
+      expect(stored).toEqual(['after']);
+
+      cured = true;
+      expect(await queue.replayDead(10)).toBe(1);
+      await expect.poll(() => stored, { timeout: 10_000 }).toEqual(['after', 'poison']);
+      expect(await queue.listDead(10)).toEqual([]);
+      expect(dead).toEqual(['poison']);
+    });
+
     // Not a skip: a queue in one process has nobody to hand its sends to.
     if (capabilities.sharedBetweenProcesses) {
       it('hands a send it held when its consumer stopped to the next consumer', async () => {

@@ -28,7 +28,7 @@ import { contextFrom, inSpan, tracer } from '../observability/tracing.js';
 const TOPIC_PREFIX = '/topic/session.';
 /** The seeds' name for a session topic: the same topic under another name. */
 const CHAT_TOPIC_PREFIX = '/topic/chat/';
-const USER_QUEUES = ['messages', 'ack', 'error', 'receipts'] as const;
+const USER_QUEUES = ['messages', 'ack', 'error', 'receipts', 'presence'] as const;
 type UserQueue = (typeof USER_QUEUES)[number];
 /** Other names a client may subscribe to a user queue by (the seeds' names). */
 const USER_QUEUE_ALIASES: Readonly<Record<string, UserQueue>> = { notifications: 'messages' };
@@ -56,6 +56,14 @@ export interface RealtimeGatewayDeps {
   sendLimiter: UserRateLimiter;
   /** Open STOMP connections one user may hold on this instance; a CONNECT beyond it is refused. */
   maxConnectionsPerUser: number;
+  /** Told of each registered connection opening and closing (presence counts them). */
+  presence?: ConnectionObserver;
+}
+
+/** What presence needs from the gateway: each registered connection's opening and closing, by user. */
+export interface ConnectionObserver {
+  userConnected(email: string): void;
+  userDisconnected(email: string): void;
 }
 
 export class RealtimeGateway implements StompHandler {
@@ -103,6 +111,7 @@ export class RealtimeGateway implements StompHandler {
     this.interestHeld.add(conn);
     this.queueListeners.set(conn, new Map());
     this.deps.metrics.realtimeConnections.inc({ transport: conn.transportKind });
+    this.deps.presence?.userConnected(email);
   }
 
   disconnected(conn: StompConnection): void {
@@ -114,6 +123,7 @@ export class RealtimeGateway implements StompHandler {
     this.queueListeners.delete(conn);
     this.deps.bus.removeInterest(email);
     this.deps.metrics.realtimeConnections.dec({ transport: conn.transportKind });
+    this.deps.presence?.userDisconnected(email);
   }
 
   async subscribe(conn: StompConnection, sub: Subscription): Promise<void> {
@@ -277,6 +287,10 @@ export class RealtimeGateway implements StompHandler {
 
   private writeEvent(envelope: BusEnvelope): void {
     const { event } = envelope;
+    if (event.type === 'disconnect') {
+      this.disconnectUser(event.disconnect.email, event.disconnect.by);
+      return;
+    }
     const body = Buffer.from(JSON.stringify(bodyOf(event)));
     const headers = headersOf(event);
     const token: DeliveryToken | undefined = event.type === 'message' ? { sessionId: event.sessionId, messageId: event.message.messageId } : undefined;
@@ -293,6 +307,14 @@ export class RealtimeGateway implements StompHandler {
       const sentAt = Date.parse(event.message.sentAt);
       if (Number.isFinite(sentAt)) this.deps.metrics.deliveryLatency.observe(Math.max(0, Date.now() - sentAt) / 1000);
     }
+  }
+
+  /** Ends every connection `email` holds here with DISCONNECTED_BY_ADMIN (the SDK does not reconnect). */
+  private disconnectUser(email: string, by: string): void {
+    const conns = [...(this.connectionsByUser.get(email) ?? [])];
+    if (conns.length === 0) return;
+    this.deps.logger.info({ user: email, admin: by, connections: conns.length }, 'connections closed by an administrator');
+    for (const conn of conns) conn.fail(new ChatError('DISCONNECTED_BY_ADMIN', 'an administrator closed this connection'));
   }
 
   private *listenersOf(destination: Destination): Iterable<Listener> {
@@ -347,6 +369,10 @@ function bodyOf(event: ChatEvent): unknown {
       return event.error;
     case 'report':
       return event.report;
+    case 'presence':
+      return event.presence;
+    case 'disconnect':
+      return null;
   }
 }
 

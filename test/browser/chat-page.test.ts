@@ -198,6 +198,30 @@ describe.skipIf(!!chromiumMissing)(`web chat page in Chromium${chromiumMissing ?
     await screenshot(page, 'sign-in-token-refused');
   });
 
+  it('shows the peer’s presence with a dot and “last seen”, in the header and the list, live', async () => {
+    const [aliceEmail, bobEmail] = [uniqueEmail('alice'), uniqueEmail('bob')];
+    const alice = await newPage();
+    const bob = await newPage();
+    await signIn(bob.page, bobEmail, 'Bob', 'websocket');
+    await signIn(alice.page, aliceEmail, 'Alice', 'websocket');
+    await alice.page.getByLabel('Their email').fill(bobEmail);
+    await alice.page.getByLabel('Intent').fill('dating');
+    await alice.page.getByRole('button', { name: 'Start chat' }).click();
+    await expect.poll(() => texts(alice.page, '#conversation-title')).toEqual([bobEmail]);
+
+    // Bob is connected: online, in the header and on his row.
+    await expect.poll(() => texts(alice.page, '.conversation-pane__presence'), { timeout: 10_000 }).toEqual(['Online']);
+    await expect.poll(() => attributes(alice.page, '.conversation__button .presence-dot', 'data-presence')).toEqual(['online']);
+    expect(await texts(alice.page, '.conversation__presence')).toEqual(['Online']);
+
+    // Bob leaves: after the debounce (5 s by default) alice sees when he was last seen, without a reload.
+    await bob.page.context().close();
+    await expect.poll(() => texts(alice.page, '.conversation-pane__presence'), { timeout: 15_000 }).toEqual([expect.stringMatching(/^Last seen \S/)]);
+    await expect.poll(() => attributes(alice.page, '.conversation__button .presence-dot', 'data-presence')).toEqual(['offline']);
+    expect(await attributes(alice.page, '.conversation-pane__presence .presence-dot', 'aria-label')).toEqual([expect.stringMatching(/^Last seen /)]);
+    expect(alice.errors).toEqual([]);
+  });
+
   it('signs in with a pasted token', async () => {
     const email = uniqueEmail('carol');
     const token = await t.token(email, 'Carol');

@@ -344,6 +344,22 @@ describe('a server that stops', () => {
   });
 });
 
+describe('an administrator', () => {
+  it('DISCONNECTED_BY_ADMIN (terminal): POST /admin/users/{email}/disconnect ends every connection of the user', async () => {
+    const t = await startTestApp();
+    try {
+      const user = uniqueEmail('kicked');
+      const run = stompjs(t, { token: await t.token(user) });
+      await run.connected;
+      const adminToken = await t.token(uniqueEmail('ops'), undefined, 'chat:admin');
+      expect((await t.call('POST', `/admin/users/${encodeURIComponent(user)}/disconnect`, { token: adminToken })).status).toBe(202);
+      expectEnded(await run.ended, 'DISCONNECTED_BY_ADMIN', 'POST /admin/users/{email}/disconnect with a chat:admin token');
+    } finally {
+      await t.close();
+    }
+  });
+});
+
 /** Codes no client can provoke, and why; each is still sent, with its headers, by the same `fail`. */
 const NOT_PROVOKED: Partial<Record<ConnectionCode, string>> = {
   INTERNAL: 'a bug of ours, contained to one connection: nothing a client sends is meant to cause it',

@@ -8,8 +8,8 @@ import { createTestDatabase } from './test-database.js';
 export interface TestApp {
   app: App;
   url: string;
-  /** A dev-issuer token for email (only with the dev issuer). */
-  token(email: string, displayName?: string): Promise<string>;
+  /** A dev-issuer token for email (only with the dev issuer); `scope`: its space-separated scope claim. */
+  token(email: string, displayName?: string, scope?: string): Promise<string>;
   /** fetch against the app with JSON in and out. */
   call(method: string, path: string, options?: { token?: string; body?: unknown; rawBody?: string; headers?: Record<string, string> }): Promise<{ status: number; body: any; headers: Headers }>;
   close(): Promise<void>;
@@ -42,8 +42,8 @@ export async function startTestApp(env: Record<string, string> = {}, overrides: 
     app,
     url: app.url,
     call,
-    async token(email, displayName) {
-      const res = await call('POST', '/dev/token', { body: { email, ...(displayName ? { displayName } : {}) } });
+    async token(email, displayName, scope) {
+      const res = await call('POST', '/dev/token', { body: { email, ...(displayName ? { displayName } : {}), ...(scope ? { scope } : {}) } });
       if (res.status !== 200) throw new Error(`dev token failed: ${res.status} ${JSON.stringify(res.body)}`);
       return res.body.token as string;
     },

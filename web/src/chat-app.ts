@@ -3,7 +3,7 @@
  * message, unread count) in step with the client's events, and hands events to the open
  * conversation. Switching transport or signing out closes the client and builds a new one.
  */
-import { ChatClient, type ChatClientError, type ChatMessage, type ChatTransport, type Receipt, type SessionSummary, fetchDevToken } from '../../client/index.js';
+import { ChatClient, type ChatClientError, type ChatMessage, type ChatTransport, type Presence, type Receipt, type SessionSummary, fetchDevToken } from '../../client/index.js';
 import { ConversationListView } from './conversation-list-view.js';
 import { ConversationView } from './conversation-view.js';
 import { h } from './dom.js';
@@ -19,6 +19,10 @@ export class ChatApp {
   private readonly sessions = new Map<string, SessionSummary>();
   /** Unread messages in sessions beyond the listed ones (the list holds the 200 most recent). */
   private unreadElsewhere = 0;
+  /** Peers' presence by email: read over REST for each session, then kept by presence events. */
+  private readonly presence = new Map<string, Presence>();
+  /** After a reconnect, changes made meanwhile were not sent: read every peer's presence again. */
+  private presenceStale = true;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
@@ -61,6 +65,7 @@ export class ChatApp {
     const client = new ChatClient({ baseUrl, tokenProvider, transport: this.transport });
     this.client = client;
     this.sessions.clear();
+    this.presence.clear();
 
     this.list = new ConversationListView({ open: (id) => void this.open(id), start: (email, intent) => this.startChat(email, intent) });
     this.conversation = new ConversationView(client, {
@@ -81,7 +86,8 @@ export class ChatApp {
       if (state === 'connected') {
         this.notices.clearTransientErrors();
         this.who.textContent ||= client.userEmail ?? '';
-        this.refreshSoon(0); // unread counts may have moved while we were away
+        this.presenceStale = true;
+        this.refreshSoon(0); // unread counts and presence may have moved while we were away
       }
       if (state === 'disconnected' && detail.error?.code === 'UNAUTHENTICATED') {
         void this.signOut('The service no longer accepts this sign-in (expired or revoked token). Sign in again.');
@@ -91,6 +97,7 @@ export class ChatApp {
     client.on('change', (m) => client === this.client && this.onChange(m));
     client.on('receipt', (r) => client === this.client && this.onReceipt(r));
     client.on('typing', (s) => client === this.client && this.conversation?.onTyping(s));
+    client.on('presence', (p) => client === this.client && this.onPresence(p));
     client.on('error', (e) => client === this.client && this.onError(e));
     client.connect();
 
@@ -127,7 +134,12 @@ export class ChatApp {
     session.unreadCount = 0;
     this.renderList();
     try {
-      await this.conversation.open(session);
+      const opening = this.conversation.open(session);
+      const presence = this.presence.get(session.peer.email);
+      this.conversation.showPresence(presence);
+      // A conversation just started: its peer's presence was never read.
+      if (!presence && this.client) void this.loadPresence(this.client);
+      await opening;
     } catch (err) {
       this.notices.error(`Could not open the conversation: ${describeError(err as Error)}`, { transient: isConnectivityError(err) });
     }
@@ -188,6 +200,33 @@ export class ChatApp {
     this.conversation?.onReceipt(r);
   }
 
+  private onPresence(presence: Presence): void {
+    this.presence.set(presence.email, presence);
+    if (this.conversation?.peerEmail === presence.email) this.conversation.showPresence(presence);
+    this.renderList();
+  }
+
+  /** Reads the presence of every peer not known yet (all of them after a reconnect), one session each. */
+  private async loadPresence(client: ChatClient): Promise<void> {
+    const stale = this.presenceStale;
+    this.presenceStale = false;
+    const sessionOf = new Map<string, string>();
+    for (const s of this.sessions.values()) if (stale || !this.presence.has(s.peer.email)) sessionOf.set(s.peer.email, s.sessionId);
+    await Promise.all(
+      [...sessionOf].map(async ([email, sessionId]) => {
+        try {
+          const presence: Presence = { email, ...(await client.presence(sessionId)) };
+          if (client !== this.client) return;
+          this.presence.set(email, presence);
+          if (this.conversation?.peerEmail === presence.email) this.conversation.showPresence(presence);
+        } catch {
+          // Presence is a nicety: the list works without it, and the next refresh tries again.
+        }
+      }),
+    );
+    if (client === this.client) this.renderList();
+  }
+
   private onError(error: ChatClientError): void {
     // A refused send is shown on its message; everything else here.
     if (error.details.clientMessageId) return;
@@ -222,10 +261,11 @@ export class ChatApp {
     }
     this.unreadElsewhere = Math.max(0, totals.total - fresh.reduce((sum, s) => sum + s.unreadCount, 0));
     this.renderList();
+    await this.loadPresence(client);
   }
 
   private renderList(): void {
-    this.list?.render([...this.sessions.values()], this.conversation?.sessionId);
+    this.list?.render([...this.sessions.values()], this.conversation?.sessionId, (email) => this.presence.get(email));
     this.showUnreadInTitle();
   }
 

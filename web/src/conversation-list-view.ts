@@ -1,10 +1,10 @@
 /**
  * The conversations column: a form to start a chat (email + intent) and the list of sessions with
- * their last message and unread badge, most recent first.
+ * their last message, unread badge and the peer's presence (a dot, and "last seen"), most recent first.
  */
-import type { SessionSummary } from '../../client/index.js';
+import type { Presence, SessionSummary } from '../../client/index.js';
 import { h, reconcile } from './dom.js';
-import { preview, shortTime } from './format.js';
+import { preview, presenceText, shortTime } from './format.js';
 
 export interface ConversationListCallbacks {
   open(sessionId: string): void;
@@ -64,15 +64,16 @@ export class ConversationListView {
     this.startError.textContent = message;
   }
 
-  render(sessions: readonly SessionSummary[], activeId: string | undefined): void {
+  /** `presenceOf`: what is known of a peer's presence (undefined: not known yet). */
+  render(sessions: readonly SessionSummary[], activeId: string | undefined, presenceOf: (email: string) => Presence | undefined = () => undefined): void {
     const sorted = [...sessions].sort((a, b) => activity(b).localeCompare(activity(a)));
     this.empty.hidden = sorted.length > 0;
-    const rows = sorted.map((s) => this.row(s, s.sessionId === activeId));
+    const rows = sorted.map((s) => this.row(s, s.sessionId === activeId, presenceOf(s.peer.email)));
     for (const id of [...this.items.keys()]) if (!sessions.some((s) => s.sessionId === id)) this.items.delete(id);
     reconcile(this.list, rows);
   }
 
-  private row(session: SessionSummary, active: boolean): HTMLLIElement {
+  private row(session: SessionSummary, active: boolean, presence: Presence | undefined): HTMLLIElement {
     let item = this.items.get(session.sessionId);
     if (!item) {
       item = h('li', { class: 'conversation' });
@@ -91,12 +92,14 @@ export class ConversationListView {
       h(
         'span',
         { class: 'conversation__top' },
+        presenceDot(presence),
         h('span', { class: 'conversation__name' }, name),
         h('span', { class: 'intent' }, session.intent),
         session.blockedByMe ? h('span', { class: 'intent blocked-tag' }, 'blocked') : null,
         badge,
       ),
       h('span', { class: 'conversation__last' }, lastText),
+      presence ? h('span', { class: 'conversation__presence' }, presenceText(presence)) : null,
       last ? h('time', { class: 'conversation__time', datetime: last.sentAt }, shortTime(last.sentAt)) : null,
     );
     button.addEventListener('click', () => this.callbacks.open(session.sessionId));
@@ -108,3 +111,9 @@ export class ConversationListView {
 }
 
 const activity = (s: SessionSummary): string => s.lastMessage?.sentAt ?? s.createdAt;
+
+/** A dot, green while online; its label says the same in words for screen readers. */
+export function presenceDot(presence: Presence | undefined): HTMLElement {
+  const state = presence === undefined ? 'unknown' : presence.online ? 'online' : 'offline';
+  return h('span', { class: `presence-dot presence-dot--${state}`, role: 'img', 'aria-label': presence ? presenceText(presence) : 'Presence unknown', 'data-presence': state });
+}

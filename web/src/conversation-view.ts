@@ -1,8 +1,8 @@
 /**
  * One open conversation: its history (paging back with the `before` cursor as the user scrolls
- * up), live messages, my sends with their sending/sent/delivered/seen ticks, the peer's typing
- * indicator, the composer (Enter sends, Shift+Enter is a new line), and in its header Block /
- * Unblock and Report (the conversation, with the peer's latest message shown).
+ * up), the peer's presence, live messages, my sends with their sending/sent/delivered/seen ticks,
+ * the peer's typing indicator, the composer (Enter sends, Shift+Enter is a new line), and in its
+ * header Block / Unblock and Report (the conversation, with the peer's latest message shown).
  *
  * Messages are kept by seq and drawn in seq order, so history pages, live events and acks can
  * arrive in any order and never show twice. My sends are keyed by clientMessageId, so the bubble
@@ -11,9 +11,10 @@
  * deleted" placeholder. My own messages have Edit and Delete buttons; Edit turns the bubble into a
  * small form (Enter saves, Escape cancels).
  */
-import type { ChatClient, ChatMessage, Receipt, SessionInfo, TypingSignal } from '../../client/index.js';
+import type { ChatClient, ChatMessage, Presence, Receipt, SessionInfo, TypingSignal } from '../../client/index.js';
 import { h, reconcile } from './dom.js';
-import { fullTime, shortTime } from './format.js';
+import { fullTime, presenceText, shortTime } from './format.js';
+import { presenceDot } from './conversation-list-view.js';
 import { describeError } from './notices.js';
 
 const PAGE = 30;
@@ -55,6 +56,7 @@ export class ConversationView {
 
   private readonly title = h('h2', { id: 'conversation-title' });
   private readonly subtitle = h('p', { class: 'conversation-pane__subtitle' });
+  private readonly presenceLine = h('p', { class: 'conversation-pane__presence', 'aria-live': 'polite' });
   private readonly scroller = h('div', { class: 'messages', tabindex: '0', 'aria-label': 'Messages' });
   private readonly olderButton = h('button', { type: 'button', class: 'load-older link-button' }, 'Load older messages');
   private readonly olderStatus = h('p', { class: 'hint load-older-status', 'aria-live': 'polite' });
@@ -96,7 +98,7 @@ export class ConversationView {
       h(
         'header',
         { class: 'conversation-pane__header' },
-        h('div', { class: 'conversation-pane__heading' }, this.title, this.subtitle),
+        h('div', { class: 'conversation-pane__heading' }, this.title, this.presenceLine, this.subtitle),
         h('div', { class: 'conversation-pane__actions' }, this.blockButton, this.reportButton),
       ),
       this.reportForm,
@@ -148,6 +150,15 @@ export class ConversationView {
     });
   }
 
+  /** Shows the peer's presence in the header (undefined: not known yet). */
+  showPresence(presence: Presence | undefined): void {
+    this.presenceLine.replaceChildren(...(presence ? [presenceDot(presence), ` ${presenceText(presence)}`] : []));
+  }
+
+  get peerEmail(): string | undefined {
+    return this.session?.peer.email;
+  }
+
   get sessionId(): string | undefined {
     return this.session?.sessionId;
   }
@@ -166,6 +177,7 @@ export class ConversationView {
     this.lastSeenSent = 0;
     this.typingLine.textContent = '';
     this.title.textContent = session.peer.displayName || session.peer.email;
+    this.showPresence(undefined);
     this.subtitle.textContent = session.peer.displayName && session.peer.displayName !== session.peer.email ? `${session.peer.email} · ${session.intent}` : session.intent;
     this.placeholder.hidden = true;
     this.pane.hidden = false;

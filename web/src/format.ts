@@ -16,3 +16,10 @@ export function preview(content: string, max = 60): string {
   const oneLine = content.replace(/\s+/g, ' ').trim();
   return oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
 }
+
+/** "Online", "Last seen 14:02" (or with the date when not today), or "Offline" for someone never seen. */
+export function presenceText(presence: { online: boolean; lastSeenAt: string | null } | undefined): string {
+  if (!presence) return '';
+  if (presence.online) return 'Online';
+  return presence.lastSeenAt ? `Last seen ${shortTime(presence.lastSeenAt)}` : 'Offline';
+}

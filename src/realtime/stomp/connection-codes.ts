@@ -54,6 +54,7 @@ export const CONNECTION_CODES = {
   // The server
   SERVER_SHUTDOWN: { reconnect: true, sentAs: 'ERROR', reason: 'the instance is stopping; another one (or this one, restarted) will take the connection' },
   INTERNAL: { reconnect: true, sentAs: 'ERROR', reason: 'our bug, contained to this connection' },
+  DISCONNECTED_BY_ADMIN: { reconnect: false, sentAs: 'ERROR', reason: 'an administrator closed all of the user’s connections (`POST /admin/users/{email}/disconnect`); reconnect only when the user acts again' },
   // Before STOMP: the upgrade or SockJS request is refused with problem+json.
   ORIGIN_NOT_ALLOWED: { reconnect: false, sentAs: 'handshake', reason: 'a browser Origin not in `ALLOWED_ORIGINS` (HTTP 403)' },
   TOO_MANY_PENDING_CONNECTIONS: { reconnect: true, sentAs: 'handshake', reason: '`MAX_PENDING_CONNECTIONS` connections are waiting to authenticate on this instance (HTTP 503)' },

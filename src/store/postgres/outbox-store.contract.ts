@@ -328,6 +328,45 @@ export function describeOutboxStoreContract(name: string, open: () => Promise<Ou
       expect(after.map(({ dueInMs: _, ...row }) => row)).toEqual(before.map(({ dueInMs: _, ...row }) => row));
     });
 
+    it('lists dead rows lowest id first, with their error, event type and session, in pages', async () => {
+      const [pending, dead1, processed, dead2] = newKeys(4);
+      const ids = await fx.write([{ key: pending! }, { key: dead1!, dead: true, retryCount: 10 }, { key: processed!, processedAgoMs: 1_000 }, { key: dead2!, dead: true, retryCount: 3 }]);
+      const listed = await fx.store.listDead(10);
+      expect(listed.map((r) => [r.id, r.sessionId, r.eventType, r.retryCount])).toEqual([
+        [ids[1], dead1, 'typing', 10],
+        [ids[3], dead2, 'typing', 3],
+      ]);
+      expect(listed[0]!.createdAt).toBeInstanceOf(Date);
+      expect(listed[0]!.lastError).toBeNull();
+      expect((await fx.store.listDead(1)).map((r) => r.id)).toEqual([ids[1]]);
+      expect((await fx.store.listDead(10, ids[1])).map((r) => r.id)).toEqual([ids[3]]);
+    });
+
+    it('replays a dead row: pending and due now with no retries, claimable, and every relay woken', async () => {
+      const [dead, pending] = newKeys(2);
+      const ids = await fx.write([{ key: dead!, dead: true, retryCount: 10 }, { key: pending!, dueInMs: LEASE_MS }]);
+      const wakes: OutboxWake[] = [];
+      const stop = await fx.peer.subscribe((w) => wakes.push(w));
+      try {
+        wakes.length = 0;
+        expect(await fx.store.replayDead(ids[0]!)).toBe(true);
+        await expect.poll(() => wakes.includes('unknown'), { timeout: 5_000, interval: 5 }).toBe(true);
+      } finally {
+        await stop();
+      }
+      const row = (await rowsBy()).get(dead!)!;
+      expect(row).toMatchObject({ dead: false, processed: false, retryCount: 0 });
+      expect(row.dueInMs).toBeLessThanOrEqual(0);
+      expect(await fx.store.listDead(10)).toEqual([]);
+      expect((await fx.store.claim(10, LEASE_MS)).map((r) => [r.id, r.retryCount])).toEqual([[ids[0], 0]]);
+      // Not dead (any more, or ever), or no such row: false, nothing touched.
+      expect(await fx.store.replayDead(ids[0]!)).toBe(false);
+      expect(await fx.store.replayDead(ids[1]!)).toBe(false);
+      expect(await fx.store.replayDead('999999999')).toBe(false);
+      expect(await fx.store.replayDead('not-a-number')).toBe(false);
+      expect((await rowsBy()).get(pending!)!.dueInMs).toBeGreaterThan(LEASE_MS - SLACK_MS);
+    });
+
     it('wakes each instance for the others\u2019 commits and unnamed ones, never for its own', async () => {
       const wakes: Record<'a' | 'b', OutboxWake[]> = { a: [], b: [] };
       const stopA = await fx.store.subscribe((w) => wakes.a.push(w));

@@ -11,7 +11,7 @@
  *
  * Must never happen: a claim that waits on another's lock (it skips); a pending or dead row pruned.
  */
-import type { LeasedOutboxRow, OutboxFailure, OutboxStore, OutboxWake, RecordedOutboxFailure } from '../../chat/ports.js';
+import type { DeadOutboxRow, LeasedOutboxRow, OutboxFailure, OutboxStore, OutboxWake, RecordedOutboxFailure } from '../../chat/ports.js';
 import { OUTBOX_CHANNEL } from './postgres-message-store.js';
 import type { SqlDatabase } from './sql-database.js';
 
@@ -94,6 +94,25 @@ SELECT (extract(epoch FROM now() - min(created_at)) * 1000)::float8 AS ms
   FROM chat_message_outbox
  WHERE NOT processed AND NOT dead`;
 
+/** Served by the partial index on dead rows (0005_presence). */
+const LIST_DEAD_SQL = `
+SELECT id::text AS id, created_at, retry_count, last_error,
+       payload->'event'->>'type' AS event_type, payload->'event'->>'sessionId' AS session_id
+  FROM chat_message_outbox
+ WHERE dead AND id > $2::bigint
+ ORDER BY id
+ LIMIT $1`;
+
+/** Due now with its retries reset; the empty-origin NOTIFY wakes every relay (none skips it as its own). */
+const REPLAY_DEAD_SQL = `
+WITH replayed AS (
+  UPDATE chat_message_outbox
+     SET dead = false, retry_count = 0, next_retry_at = now()
+   WHERE id = $1::bigint AND dead
+  RETURNING id
+)
+SELECT id::text AS id, pg_notify('${OUTBOX_CHANNEL}', '') FROM replayed`;
+
 // -------------------------------------------------------------------------------------------------
 
 export interface PostgresOutboxStoreOptions {
@@ -167,6 +186,28 @@ export class PostgresOutboxStore implements OutboxStore {
     const rows = await this.db.query<{ ms: number | string | null }>(OLDEST_PENDING_SQL);
     const ms = rows[0]?.ms;
     return ms === null || ms === undefined ? null : Math.max(0, Number(ms));
+  }
+
+  async listDead(limit: number, afterId = '0'): Promise<DeadOutboxRow[]> {
+    const rows = await this.db.query<{ id: string; created_at: Date; retry_count: number; last_error: string | null; event_type: string | null; session_id: string | null }>(
+      LIST_DEAD_SQL,
+      [limit, afterId],
+    );
+    return rows.map((r) => ({
+      id: r.id,
+      createdAt: new Date(r.created_at),
+      retryCount: Number(r.retry_count),
+      lastError: r.last_error,
+      eventType: r.event_type,
+      sessionId: r.session_id,
+    }));
+  }
+
+  async replayDead(id: string): Promise<boolean> {
+    // Ids are bigints: anything else names no row (and must not reach the cast as an error).
+    if (!/^[0-9]{1,18}$/.test(id)) return false;
+    const rows = await this.db.query<{ id: string }>(REPLAY_DEAD_SQL, [id]);
+    return rows.length > 0;
   }
 
   /**

@@ -23,7 +23,8 @@ const uniqueName = (prefix: string): string => `${prefix}.${Date.now().toString(
 /** The identity provider: a key pair whose public half every instance gets as JWT_PUBLIC_KEY. */
 export interface IdentityProvider {
   publicKeyPem: string;
-  token(email: string, displayName?: string): Promise<string>;
+  /** `claims`: more claims, say `{ scope: 'chat:admin' }`. */
+  token(email: string, displayName?: string, claims?: Record<string, unknown>): Promise<string>;
 }
 
 const TEST_ISSUER = 'https://idp.test.local';
@@ -33,8 +34,8 @@ export function identityProvider(): IdentityProvider {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   return {
     publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
-    token: (email, displayName) =>
-      new SignJWT({ email, ...(displayName ? { name: displayName } : {}) })
+    token: (email, displayName, claims = {}) =>
+      new SignJWT({ ...claims, email, ...(displayName ? { name: displayName } : {}) })
         .setProtectedHeader({ alg: 'ES256' })
         .setSubject(email)
         .setIssuer(TEST_ISSUER)
