@@ -21,6 +21,8 @@ CREATE TABLE chat_reports (
   created_at          timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX chat_reports_session_idx ON chat_reports (session_id, created_at);
+-- The moderators' list (GET /admin/reports): newest first, paged by (created_at, id).
+CREATE INDEX chat_reports_recent_idx ON chat_reports (created_at DESC, id DESC);
 
 -- Down Migration
 DROP TABLE chat_reports;

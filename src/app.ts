@@ -348,6 +348,7 @@ export async function createApp(config: Config, logger: Logger, options: AppOpti
         // The main pool: the relay's small pool is sized for its own statements.
         outbox: outboxForMetrics,
         sendQueue,
+        reports: store,
         connections: () => presence.clusterConnections(),
         disconnect: (email, by) => presence.disconnectEverywhere(email, by),
       },

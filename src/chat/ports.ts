@@ -408,6 +408,8 @@ export interface ReceiptUpdate {
  * - `report` stores a report, with the content of `messageId` (which must be a message of the
  *   session, else `ChatError('MESSAGE_NOT_FOUND')`) as it is now, and the event `toEvent` builds in
  *   the same transaction.
+ * - `listReports(limit, before)`: the most recent reports first, up to `limit`; with `before` (a
+ *   report id), those made before that one (an unknown id: none).
  * - `unreadTotals(email)`: across every session of `email`, the messages from the other participant
  *   it has not seen, and how many sessions have any.
  * - `history` returns up to `limit` messages ordered by seq descending: with `beforeSeq`, those just
@@ -438,6 +440,7 @@ export interface MessageStore {
   setBlocked(sessionId: string, blockerProfileId: string, blocked: boolean): Promise<void>;
   blockers(sessionId: string): Promise<string[]>;
   report(input: NewReport): Promise<ReportRecord>;
+  listReports(limit: number, before?: string): Promise<ReportRecord[]>;
   unreadTotals(email: string): Promise<{ total: number; sessions: number }>;
   history(sessionId: string, page: { limit: number; beforeSeq?: number; afterSeq?: number }): Promise<MessageRecord[]>;
   unseen(sessionId: string, readerProfileId: string, limit: number): Promise<{ count: number; messages: MessageRecord[] }>;

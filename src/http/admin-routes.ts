@@ -1,6 +1,7 @@
 /**
  * The operators' API under /admin (README, "Admin API"): dead outbox rows and dead sends (look,
- * replay), connections across the cluster, and closing a user's connections everywhere. Every
+ * replay), connections across the cluster, closing a user's connections everywhere, and the reports
+ * participants made. Every
  * route needs a token with the `chat:admin` scope (401 without a token, 403 FORBIDDEN_SCOPE without
  * the scope), and every call is logged at INFO with the admin's identity, before it acts.
  */
@@ -10,14 +11,15 @@ import { Type } from 'typebox';
 import { ChatError } from '../chat/chat-errors.js';
 import type { Caller } from '../chat/caller.js';
 import type { ClusterConnections } from '../chat/presence.js';
-import type { OutboxStore, SendQueue } from '../chat/ports.js';
-import { requireEmail } from '../chat/validation.js';
+import type { MessageStore, OutboxStore, SendQueue } from '../chat/ports.js';
+import { requireEmail, requireUuid } from '../chat/validation.js';
 
 export const ADMIN_SCOPE = 'chat:admin';
 
 export interface AdminDeps {
   outbox: Pick<OutboxStore, 'listDead' | 'replayDead'>;
   sendQueue: Pick<SendQueue, 'listDead' | 'replayDead'>;
+  reports: Pick<MessageStore, 'listReports'>;
   connections(): Promise<ClusterConnections>;
   disconnect(email: string, by: string): Promise<void>;
 }
@@ -27,6 +29,10 @@ const ListQuery = Type.Object(
   { additionalProperties: false },
 );
 const LimitQuery = Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })) }, { additionalProperties: false });
+const ReportsQuery = Type.Object(
+  { limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })), before: Type.Optional(Type.String({ maxLength: 64 })) },
+  { additionalProperties: false },
+);
 const IdParams = Type.Object({ id: Type.String({ maxLength: 64 }) });
 const EmailParams = Type.Object({ email: Type.String({ maxLength: 320 }) });
 
@@ -78,6 +84,26 @@ export function registerAdminRoutes(app: FastifyInstance, deps: AdminDeps, authe
   admin.get('/connections', async (request) => {
     audit(request, 'connections.list');
     return deps.connections();
+  });
+
+  admin.get('/reports', { schema: { querystring: ReportsQuery } }, async (request) => {
+    audit(request, 'reports.list');
+    const limit = request.query.limit ?? 100;
+    const before = request.query.before === undefined ? undefined : requireUuid('before', request.query.before);
+    const reports = await deps.reports.listReports(limit, before);
+    return {
+      reports: reports.map((r) => ({
+        reportId: r.id,
+        sessionId: r.sessionId,
+        reporterEmail: r.reporterEmail,
+        messageId: r.messageId,
+        reason: r.reason,
+        content: r.content,
+        createdAt: r.createdAt.toISOString(),
+      })),
+      // Pass as `before` for the next (older) page; null when this one was the last.
+      next: reports.length === limit ? reports[reports.length - 1]!.id : null,
+    };
   });
 
   admin.post('/users/:email/disconnect', { schema: { params: EmailParams } }, async (request, reply) => {

@@ -64,6 +64,7 @@ describe('admin API, embedded', () => {
       ['POST', '/admin/sends/dead/replay'],
       ['GET', '/admin/connections'],
       ['POST', '/admin/users/bob%40example.com/disconnect'],
+      ['GET', '/admin/reports'],
     ];
     for (const [method, path] of routes) {
       const anonymous = await call(method, path);
@@ -98,5 +99,35 @@ describe('admin API, embedded', () => {
     expect(audit.find((l) => l.action === 'user.disconnect')).toMatchObject({ user: bob });
     // Each instance that closed connections says who asked.
     expect(lines.find((l) => l.msg === 'connections closed by an administrator')).toMatchObject({ user: bob, admin: ops, connections: 1 });
+  });
+
+  it('lists the reports participants made, newest first, with the reported content, in pages', async () => {
+    const ops = uniqueEmail('ops');
+    const admin = await devToken(ops, 'chat:admin');
+    const [ann, ben] = [uniqueEmail('ann'), uniqueEmail('ben')];
+    const annToken = await devToken(ann);
+    const sessionId = (await call('POST', '/api/chat/init', annToken, { toEmail: ben, intent: 'dating' })).body.sessionId as string;
+    const benToken = await devToken(ben);
+    const sent = await call('POST', '/api/chat/send', benToken, { sessionId, content: 'something nasty', clientMessageId: crypto.randomUUID() });
+    expect(sent.status).toBe(201);
+    const made: string[] = [];
+    for (const reason of ['first', 'second', 'third']) {
+      const res = await call('POST', `/api/chat/${sessionId}/report`, annToken, { messageId: sent.body.messageId, reason });
+      expect(res.status).toBe(202);
+      made.push(res.body.reportId as string);
+    }
+    // A participant cannot read the list.
+    expect(await call('GET', '/admin/reports', annToken)).toMatchObject({ status: 403, body: { code: 'FORBIDDEN_SCOPE' } });
+
+    const first = await call('GET', '/admin/reports?limit=2', admin);
+    expect(first.status).toBe(200);
+    const ours = (page: { reports: Array<{ reportId: string }> }) => page.reports.filter((r) => made.includes(r.reportId));
+    expect(ours(first.body).map((r) => r.reportId)).toEqual([made[2], made[1]]);
+    expect(first.body.reports[0]).toMatchObject({ sessionId, reporterEmail: ann, messageId: sent.body.messageId, reason: 'third', content: 'something nasty' });
+    expect(first.body.next).toBe(made[1]);
+    const second = await call('GET', `/admin/reports?limit=2&before=${first.body.next as string}`, admin);
+    expect(ours(second.body).map((r) => r.reportId)).toEqual([made[0]]);
+    expect(await call('GET', '/admin/reports?before=not-a-uuid', admin)).toMatchObject({ status: 400 });
+    expect(lines.filter((l) => l.msg === 'admin action' && l.admin === ops).map((l) => l.action)).toEqual(['reports.list', 'reports.list', 'reports.list']);
   });
 });

@@ -404,6 +404,25 @@ export function describeMessageStoreContract(name: string, open: () => Promise<M
       expect((await fx.outbox()).length).toBe(outboxNow);
     });
 
+    it('lists reports newest first, in pages before a given report', async () => {
+      const session = await newSession();
+      const toEvent = (r: ReportRecord): BusEnvelope => ({
+        recipients: [],
+        event: { type: 'report', sessionId: r.sessionId, destinations: [], report: { reportId: r.id, sessionId: r.sessionId, reporterEmail: r.reporterEmail, messageId: r.messageId, reason: r.reason, content: r.content, createdAt: r.createdAt.toISOString() } },
+      });
+      const made: string[] = [];
+      for (const reason of ['one', 'two', 'three']) {
+        made.push((await fx.store.report({ sessionId: session.id, reporterProfileId: session.a.profileId, reporterEmail: session.a.email, messageId: null, reason, toEvent })).id);
+      }
+      const newest = await fx.store.listReports(2);
+      expect(newest.map((r) => r.id)).toEqual([made[2], made[1]]);
+      expect(newest[0]).toMatchObject({ sessionId: session.id, reporterEmail: session.a.email, reason: 'three', messageId: null, content: null });
+      const older = await fx.store.listReports(100, made[1]);
+      expect(older[0]!.id).toBe(made[0]);
+      expect(older.map((r) => r.id)).not.toContain(made[1]);
+      expect(await fx.store.listReports(10, randomUUID())).toEqual([]);
+    });
+
     it('totals a user\u2019s unseen messages from others over all its sessions', async () => {
       const [me, x, y, z] = [participant('me'), participant('x'), participant('y'), participant('z')];
       const sessionWith = async (other: Participant) => {

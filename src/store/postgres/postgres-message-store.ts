@@ -318,6 +318,29 @@ export class PostgresMessageStore implements MessageStore {
     return result;
   }
 
+  async listReports(limit: number, before?: string): Promise<ReportRecord[]> {
+    const rows = await this.run(() =>
+      this.db.query<{ id: string; session_id: string; reporter_profile_id: string; reporter_email: string; message_id: string | null; reason: string; content: string | null; created_at: Date }>(
+        `SELECT id, session_id, reporter_profile_id, reporter_email, message_id, reason, content, created_at
+           FROM chat_reports
+          WHERE $2::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM chat_reports WHERE id = $2::uuid)
+          ORDER BY created_at DESC, id DESC
+          LIMIT $1`,
+        [limit, before ?? null],
+      ),
+    );
+    return rows.map((r) => ({
+      id: r.id,
+      sessionId: r.session_id,
+      reporterProfileId: r.reporter_profile_id,
+      reporterEmail: r.reporter_email,
+      messageId: r.message_id,
+      reason: r.reason,
+      content: r.content,
+      createdAt: new Date(r.created_at),
+    }));
+  }
+
   async unreadTotals(email: string): Promise<{ total: number; sessions: number }> {
     const rows = await this.run(() =>
       this.db.query<{ total: string | number; sessions: string | number }>(
