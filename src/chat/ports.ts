@@ -411,7 +411,8 @@ export interface ReceiptUpdate {
  * - `listReports(limit, before)`: the most recent reports first, up to `limit`; with `before` (a
  *   report id), those made before that one (an unknown id: none).
  * - `unreadTotals(email)`: across every session of `email`, the messages from the other participant
- *   it has not seen, and how many sessions have any.
+ *   it has not seen, and how many sessions have any. A deleted message is not unread (here, in
+ *   `unseen` and in `listSessions`' counts): there is nothing left to read.
  * - `history` returns up to `limit` messages ordered by seq descending: with `beforeSeq`, those just
  *   below it; with `afterSeq`, the `limit` lowest above it (still returned newest first).
  * - `markSeen` sets seen (and delivered) on the other participant's messages with seq ≤ upToSeq;

@@ -451,6 +451,17 @@ export function describeMessageStoreContract(name: string, open: () => Promise<M
       const remove = (session: SessionRecord, messageId: string, requester = session.a.profileId) =>
         fx.store.changeMessage({ sessionId: session.id, messageId, requesterProfileId: requester, change: { kind: 'delete' }, at: new Date(), toEvent: changeFor(session, 'delete') });
 
+      it('does not count a deleted message as unread anywhere', async () => {
+        const session = await newSession();
+        const { message } = await append(session, { content: 'oops' });
+        await append(session, { content: 'kept' });
+        expect(await fx.store.unreadTotals(session.b.email)).toEqual({ total: 2, sessions: 1 });
+        await remove(session, message.id);
+        expect(await fx.store.unreadTotals(session.b.email)).toEqual({ total: 1, sessions: 1 });
+        expect((await fx.store.unseen(session.id, session.b.profileId, 10)).count).toBe(1);
+        expect((await fx.store.listSessions(session.b.email, 10)).find((s) => s.session.id === session.id)?.unreadCount).toBe(1);
+      });
+
       it('edits a message in place and writes its event in the same transaction', async () => {
         const session = await newSession();
         const { message } = await append(session, { content: 'before' });

@@ -174,11 +174,11 @@ export class PostgresMessageStore implements MessageStore {
     const [countRows, rows] = await this.run(() =>
       Promise.all([
         this.db.query<{ count: string | number }>(
-          'SELECT count(*) AS count FROM chat_messages WHERE session_id = $1 AND sender_profile_id <> $2 AND NOT seen',
+          'SELECT count(*) AS count FROM chat_messages WHERE session_id = $1 AND sender_profile_id <> $2 AND NOT seen AND deleted_at IS NULL',
           [sessionId, readerProfileId],
         ),
         this.db.query<MessageRow>(
-          `SELECT ${MESSAGE_COLUMNS} FROM chat_messages WHERE session_id = $1 AND sender_profile_id <> $2 AND NOT seen ORDER BY seq ASC LIMIT $3`,
+          `SELECT ${MESSAGE_COLUMNS} FROM chat_messages WHERE session_id = $1 AND sender_profile_id <> $2 AND NOT seen AND deleted_at IS NULL ORDER BY seq ASC LIMIT $3`,
           [sessionId, readerProfileId, limit],
         ),
       ]),
@@ -221,7 +221,7 @@ export class PostgresMessageStore implements MessageStore {
                 m.client_msg_id AS m_client_msg_id, m.sent_at AS m_sent_at, m.delivered AS m_delivered, m.seen AS m_seen,
                 m.edited_at AS m_edited_at, m.deleted_at IS NOT NULL AS m_deleted,
                 (SELECT count(*) FROM chat_messages u
-                  WHERE u.session_id = s.id AND NOT u.seen
+                  WHERE u.session_id = s.id AND NOT u.seen AND u.deleted_at IS NULL
                     AND u.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END) AS unread,
                 CASE WHEN s.sender_email = $1 THEN s.blocked_by_sender_at IS NOT NULL ELSE s.blocked_by_receiver_at IS NOT NULL END AS blocked_by_me
            FROM chat_sessions s
@@ -346,7 +346,7 @@ export class PostgresMessageStore implements MessageStore {
       this.db.query<{ total: string | number; sessions: string | number }>(
         `SELECT count(*) AS total, count(DISTINCT m.session_id) AS sessions
            FROM chat_sessions s
-           JOIN chat_messages m ON m.session_id = s.id AND NOT m.seen
+           JOIN chat_messages m ON m.session_id = s.id AND NOT m.seen AND m.deleted_at IS NULL
           WHERE (s.sender_email = $1 OR s.receiver_email = $1)
             AND m.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END`,
         [email],
