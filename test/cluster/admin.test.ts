@@ -165,6 +165,8 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('admin API across inst
     await connect(two, bob);
     // Each instance's own figure is live; the other's is as of its last beat (300 ms here).
     await expect.poll(() => figures(one), { timeout: 10_000, interval: 100 }).toMatchObject({ connections: 3, usersOnline: 2 });
+    // Two sees one's figure as of one's next beat, which may not have come yet.
+    await expect.poll(() => figures(two), { timeout: 10_000, interval: 100 }).toMatchObject({ connections: 3, usersOnline: 2 });
     const view = (await api(two.url, 'GET', '/admin/connections', admin.token)).body;
     expect(view.instances).toHaveLength(2);
     expect(view.instances.filter((i: any) => i.self)).toHaveLength(1);
