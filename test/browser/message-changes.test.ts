@@ -2,48 +2,16 @@
  * Edits and deletes on the web chat page in a real browser: alice changes her own messages, bob
  * sees the change live and both see it after a reload.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { startTestApp, type TestApp, uniqueEmail } from '../support/test-app.js';
-import { buildPage, chromiumMissing, focusedId, launchChromium, screenshot, texts } from './browser-harness.js';
+import { describe, expect, it } from 'vitest';
+import type { Page } from 'playwright-core';
+import { uniqueEmail } from '../support/test-app.js';
+import { browserSuite, chromiumMissing, focusedId, screenshot, texts } from './browser-harness.js';
 
 if (chromiumMissing) console.warn(`\n*** SKIPPING the browser tests: ${chromiumMissing} ***\n`);
 
 describe.skipIf(!!chromiumMissing)(`editing and deleting on the web page in Chromium${chromiumMissing ? ` (skipped: ${chromiumMissing})` : ''}`, () => {
-  let t: TestApp;
-  let browser: Browser;
-  const contexts: BrowserContext[] = [];
-
-  beforeAll(async () => {
-    await buildPage();
-    t = await startTestApp();
-    browser = await launchChromium();
-  }, 180_000);
-
-  afterAll(async () => {
-    await Promise.all(contexts.map((c) => c.close().catch(() => undefined)));
-    await browser?.close();
-    await t?.close();
-  });
-
-  async function newPage(): Promise<{ page: Page; errors: string[] }> {
-    const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
-    contexts.push(context);
-    const page = await context.newPage();
-    page.setDefaultTimeout(10_000);
-    const errors: string[] = [];
-    page.on('pageerror', (err) => errors.push(err.message));
-    return { page, errors };
-  }
-
-  async function signIn(page: Page, email: string, name: string): Promise<void> {
-    await page.goto(`${t.url}/?transport=websocket`);
-    await expect.poll(() => focusedId(page)).toBe('sign-in-email');
-    await page.getByLabel('Email', { exact: true }).fill(email);
-    await page.getByLabel('Display name').fill(name);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    await expect.poll(() => texts(page, '#connection'), { timeout: 10_000 }).toEqual([expect.stringMatching(/^Connected/)]);
-  }
+  const suite = browserSuite();
+  const { newPage, signIn } = suite;
 
   const composer = (page: Page) => page.getByLabel('Message', { exact: true });
   const bubble = (page: Page, text: string) => page.locator('.message--mine', { hasText: text });

@@ -3,54 +3,26 @@
  * conversation header and bob's page shows his send refused; the document title carries alice's
  * unread total, live, including what she reads elsewhere.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { newId, startTestApp, type TestApp, uniqueEmail } from '../support/test-app.js';
-import { attributes, buildPage, chromiumMissing, focusedId, launchChromium, screenshot, texts } from './browser-harness.js';
+import { describe, expect, it } from 'vitest';
+import type { Page } from 'playwright-core';
+import { newId, uniqueEmail } from '../support/test-app.js';
+import { attributes, browserSuite, chromiumMissing, screenshot, texts } from './browser-harness.js';
 
 describe.skipIf(!!chromiumMissing)(`block, report and unread total on the web page${chromiumMissing ? ` (skipped: ${chromiumMissing})` : ''}`, () => {
-  let t: TestApp;
-  let browser: Browser;
-  const contexts: BrowserContext[] = [];
-
-  beforeAll(async () => {
-    await buildPage();
-    t = await startTestApp();
-    browser = await launchChromium();
-  }, 180_000);
-
-  afterAll(async () => {
-    await Promise.all(contexts.map((c) => c.close().catch(() => undefined)));
-    await browser?.close();
-    await t?.close();
-  });
-
+  const suite = browserSuite();
+  const { signIn } = suite;
   async function newPage(): Promise<{ page: Page; errors: string[] }> {
-    const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
-    contexts.push(context);
-    const page = await context.newPage();
-    page.setDefaultTimeout(10_000);
-    const errors: string[] = [];
-    page.on('pageerror', (err) => errors.push(err.message));
+    const opened = await suite.newPage();
     // Blocking asks for confirmation.
-    page.on('dialog', (dialog) => void dialog.accept());
-    return { page, errors };
-  }
-
-  async function signIn(page: Page, email: string, name: string): Promise<void> {
-    await page.goto(`${t.url}/?transport=websocket`);
-    await expect.poll(() => focusedId(page)).toBe('sign-in-email');
-    await page.getByLabel('Email', { exact: true }).fill(email);
-    await page.getByLabel('Display name').fill(name);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    await expect.poll(() => texts(page, '#connection'), { timeout: 10_000 }).toEqual([expect.stringMatching(/^Connected/)]);
+    opened.page.on('dialog', (dialog) => void dialog.accept());
+    return opened;
   }
 
   async function chat(from: string, fromName: string, to: string) {
-    const token = await t.token(from, fromName);
-    const sessionId = (await t.call('POST', '/api/chat/init', { token, body: { toEmail: to, intent: 'dating' } })).body.sessionId as string;
+    const token = await suite.app.token(from, fromName);
+    const sessionId = (await suite.app.call('POST', '/api/chat/init', { token, body: { toEmail: to, intent: 'dating' } })).body.sessionId as string;
     const send = async (content: string) => {
-      const res = await t.call('POST', '/api/chat/message', { token, body: { sessionId, content, clientMessageId: newId() } });
+      const res = await suite.app.call('POST', '/api/chat/message', { token, body: { sessionId, content, clientMessageId: newId() } });
       expect(res.status).toBe(201);
     };
     return { token, sessionId, send };
@@ -81,8 +53,8 @@ describe.skipIf(!!chromiumMissing)(`block, report and unread total on the web pa
     await expect.poll(() => alice.page.title()).toBe('(1) Chat');
 
     // Carol's message read on another of alice's devices clears it here too.
-    const aliceToken = await t.token(aliceEmail);
-    expect((await t.call('POST', `/api/chat/${fromCarol.sessionId}/seen`, { token: aliceToken, body: { upToSeq: 1 } })).status).toBe(200);
+    const aliceToken = await suite.app.token(aliceEmail);
+    expect((await suite.app.call('POST', `/api/chat/${fromCarol.sessionId}/seen`, { token: aliceToken, body: { upToSeq: 1 } })).status).toBe(200);
     await expect.poll(() => alice.page.title(), { timeout: 10_000 }).toBe('Chat');
 
     // Alice blocks bob from the conversation header.
