@@ -23,6 +23,7 @@ const ROUTES = (ids: { outboxId: string; email: string }): Array<[string, string
   ['POST', '/admin/sends/dead/replay'],
   ['GET', '/admin/connections'],
   ['POST', `/admin/users/${encodeURIComponent(ids.email)}/disconnect`],
+  ['GET', '/admin/reports'],
 ];
 
 /** A bus whose publishes fail while `broken`, though it reports itself healthy: the row is at fault. */
