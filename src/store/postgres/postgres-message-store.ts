@@ -565,8 +565,8 @@ const NOTIFY_UNLESS_LEASED = (origin: string, leaseMs: string): string =>
  */
 const appendBatchSql = (webhookType: boolean): string => `
 WITH item AS (
-  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::uuid[], $6::timestamptz[], $7::text[], $8::jsonb[])
-    WITH ORDINALITY AS t(id, session_id, sender_profile_id, content, client_msg_id, sent_at, destination, payload, n)
+  SELECT * FROM jsonb_to_recordset($1::jsonb)
+    AS t(id uuid, session_id uuid, sender_profile_id uuid, content text, client_msg_id uuid, sent_at timestamptz, destination text, payload jsonb, n int)
 ), locked AS MATERIALIZED (
   SELECT id, last_seq, (blocked_by_sender_at IS NOT NULL OR blocked_by_receiver_at IS NOT NULL) AS blocked
     FROM chat_sessions WHERE id IN (SELECT session_id FROM item) ORDER BY id FOR UPDATE
@@ -587,18 +587,18 @@ WITH item AS (
 ), queued AS (
   INSERT INTO chat_message_outbox (destination, payload, next_retry_at)
   SELECT destination, jsonb_set(payload, '{event,message,seq}', to_jsonb(seq)),
-         now() + coalesce($10::double precision, 0) * interval '1 millisecond'
+         now() + coalesce($3::double precision, 0) * interval '1 millisecond'
     FROM fresh ORDER BY n
   RETURNING ${QUEUED_COLUMNS}
 )${webhookType ? `, hooked AS (
   INSERT INTO chat_webhook_outbox (session_id, event_type, payload)
-  SELECT session_id::text, $11, jsonb_set(payload, '{event,message,seq}', to_jsonb(seq)) FROM fresh ORDER BY n
+  SELECT session_id::text, $4, jsonb_set(payload, '{event,message,seq}', to_jsonb(seq)) FROM fresh ORDER BY n
 )` : ''}
 SELECT (SELECT json_agg(json_build_array(id, seq)) FROM fresh) AS created,
        (SELECT json_agg(existing) FROM existing) AS existing,
        (SELECT json_agg(queued) FROM queued) AS queued,
        (SELECT json_agg(id) FROM locked WHERE blocked) AS blocked,
-       ${NOTIFY_UNLESS_LEASED('$9', '$10')}`;
+       ${NOTIFY_UNLESS_LEASED('$2', '$3')}`;
 const APPEND_BATCH_SQL = appendBatchSql(false);
 const APPEND_BATCH_WITH_WEBHOOK_SQL = appendBatchSql(true);
 
@@ -649,14 +649,21 @@ async function appendInOneStatement(
   // Every appended event is a 'message' event: its webhook rows, when wanted, come from the same rows.
   const webhookType = webhooks && webhookTypeOf('message', webhooks);
   const [row] = await db.query<{ created: Array<[string, number]> | null; existing: MessageJsonRow[] | null; queued: QueuedRow[] | null; blocked: string[] | null }>(webhookType ? APPEND_BATCH_WITH_WEBHOOK_SQL : APPEND_BATCH_SQL, [
-    candidates.map((c) => c.message.id),
-    candidates.map((c) => c.message.sessionId),
-    candidates.map((c) => c.message.senderProfileId),
-    candidates.map((c) => c.message.content),
-    candidates.map((c) => c.message.clientMessageId),
-    candidates.map((c) => c.message.sentAt.toISOString()),
-    candidates.map((c) => sessionTopic(c.message.sessionId)),
-    candidates.map((c) => JSON.stringify(c.envelope)),
+    // One JSON document, not eight arrays: the driver escapes array literals element by element in
+    // JavaScript (the events' JSON twice over), where JSON.stringify is one native pass.
+    JSON.stringify(
+      candidates.map((c, n) => ({
+        id: c.message.id,
+        session_id: c.message.sessionId,
+        sender_profile_id: c.message.senderProfileId,
+        content: c.message.content,
+        client_msg_id: c.message.clientMessageId,
+        sent_at: c.message.sentAt,
+        destination: sessionTopic(c.message.sessionId),
+        payload: c.envelope,
+        n,
+      })),
+    ),
     origin,
     leaseMs,
     ...(webhookType ? [webhookType] : []),
