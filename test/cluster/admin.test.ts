@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventBus } from '../../src/chat/ports.js';
 import { createTestDatabase, infra, type TestDatabase } from '../support/infra.js';
+import { busWith } from '../support/bus-with.js';
 import { connectStomp, type TestStompClient } from '../support/stomp-client.js';
 import { startTestApp, type TestApp } from '../support/test-app.js';
 import { api, type ClusterShared, deleteQueues, instanceEnv, newUser, openSession, sharedCluster, testAppOptions, type User } from './support/cluster.js';
@@ -28,23 +29,17 @@ const ROUTES = (ids: { outboxId: string; email: string }): Array<[string, string
 
 /** A bus whose publishes fail while `broken`, though it reports itself healthy: the row is at fault. */
 function breakable(state: { broken: boolean }): (bus: EventBus) => EventBus {
-  return (bus) => ({
-    start: () => bus.start(),
-    stop: () => bus.stop(),
-    onEvent: (handler) => bus.onEvent(handler),
-    deliverLocally: (envelope) => bus.deliverLocally(envelope),
-    addInterest: (user) => bus.addInterest(user),
-    removeInterest: (user) => bus.removeInterest(user),
-    isHealthy: () => bus.isHealthy(),
-    publish: async (envelope) => {
-      if (state.broken) throw new Error('broken on purpose');
-      await bus.publish(envelope);
-    },
-    publishBatch: async (envelopes, options) => {
-      if (state.broken) throw new Error('broken on purpose');
-      await bus.publishBatch(envelopes, options);
-    },
-  });
+  return (bus) =>
+    busWith(bus, {
+      publish: async (envelope) => {
+        if (state.broken) throw new Error('broken on purpose');
+        await bus.publish(envelope);
+      },
+      publishBatch: async (envelopes, options) => {
+        if (state.broken) throw new Error('broken on purpose');
+        await bus.publishBatch(envelopes, options);
+      },
+    });
 }
 
 describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('admin API across instances', () => {

@@ -8,6 +8,7 @@ import type { BusEnvelope, EventBus } from '../../src/chat/ports.js';
 import { newId, startTestApp, type TestApp, uniqueEmail } from '../support/test-app.js';
 import { connectStomp, type TestStompClient } from '../support/stomp-client.js';
 import { devIssuerToken } from '../support/dev-token.js';
+import { busWith } from '../support/bus-with.js';
 
 let t: TestApp;
 /** Every envelope the outbox relay hands to the bus, local deliveries and publishes alike. */
@@ -15,10 +16,7 @@ const relayed: Array<{ how: 'local' | 'published'; envelope: BusEnvelope }> = []
 const clients: TestStompClient[] = [];
 
 function recording(bus: EventBus): EventBus {
-  return {
-    start: () => bus.start(),
-    stop: () => bus.stop(),
-    publish: (envelope) => bus.publish(envelope),
+  return busWith(bus, {
     publishBatch: async (envelopes, options) => {
       await bus.publishBatch(envelopes, options);
       for (const envelope of envelopes) relayed.push({ how: 'published', envelope });
@@ -27,11 +25,7 @@ function recording(bus: EventBus): EventBus {
       relayed.push({ how: 'local', envelope });
       bus.deliverLocally(envelope);
     },
-    onEvent: (handler) => bus.onEvent(handler),
-    addInterest: (user) => bus.addInterest(user),
-    removeInterest: (user) => bus.removeInterest(user),
-    isHealthy: () => bus.isHealthy(),
-  };
+  });
 }
 
 beforeAll(async () => {

@@ -16,6 +16,7 @@ import { createApp, type AppOptions } from '../../../src/app.js';
 import type { EventBus } from '../../../src/chat/ports.js';
 import { loadConfig } from '../../../src/config/config.js';
 import { createLogger } from '../../../src/observability/logger.js';
+import { busWith } from '../../support/bus-with.js';
 
 /** Returns a tick; the `count`-th tick writes one JSON line naming what it killed, then SIGKILLs the process. */
 function killAfter(count: number, what: string): (detail: Record<string, unknown>) => void {
@@ -38,25 +39,19 @@ async function main(): Promise<void> {
   if (fault?.[1] === 'relay-after-confirms') {
     const tick = killAfter(Number(fault[2]), 'relay-after-confirm');
     options.faults = {
-      relayBus: (bus: EventBus): EventBus => ({
-        start: () => bus.start(),
-        stop: () => bus.stop(),
-        onEvent: (handler) => bus.onEvent(handler),
-        deliverLocally: (envelope) => bus.deliverLocally(envelope),
-        addInterest: (user) => bus.addInterest(user),
-        removeInterest: (user) => bus.removeInterest(user),
-        isHealthy: () => bus.isHealthy(),
-        publish: async (envelope) => {
-          await bus.publish(envelope);
-          if (envelope.event.type === 'message') tick({ messageId: envelope.event.message.messageId, clientMessageId: envelope.event.message.clientMessageId });
-        },
-        publishBatch: async (envelopes, batchOptions) => {
-          await bus.publishBatch(envelopes, batchOptions);
-          for (const envelope of envelopes) {
+      relayBus: (bus: EventBus): EventBus =>
+        busWith(bus, {
+          publish: async (envelope) => {
+            await bus.publish(envelope);
             if (envelope.event.type === 'message') tick({ messageId: envelope.event.message.messageId, clientMessageId: envelope.event.message.clientMessageId });
-          }
-        },
-      }),
+          },
+          publishBatch: async (envelopes, batchOptions) => {
+            await bus.publishBatch(envelopes, batchOptions);
+            for (const envelope of envelopes) {
+              if (envelope.event.type === 'message') tick({ messageId: envelope.event.message.messageId, clientMessageId: envelope.event.message.clientMessageId });
+            }
+          },
+        }),
     };
   } else if (fault?.[1] === 'store-after-commits') {
     const tick = killAfter(Number(fault[2]), 'store-after-commit');
