@@ -225,7 +225,7 @@ export class PostgresMessageStore implements MessageStore {
                     AND u.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END) AS unread,
                 CASE WHEN s.sender_email = $1 THEN s.blocked_by_sender_at IS NOT NULL ELSE s.blocked_by_receiver_at IS NOT NULL END AS blocked_by_me
            FROM chat_sessions s
-           LEFT JOIN chat_messages m ON m.session_id = s.id AND m.seq = s.last_seq
+           LEFT JOIN LATERAL (SELECT * FROM chat_messages m WHERE m.session_id = s.id AND m.seq = s.last_seq LIMIT 1) m ON true
           WHERE s.sender_email = $1 OR s.receiver_email = $1
           ORDER BY COALESCE(s.last_message_at, s.created_at) DESC, s.id
           LIMIT $2`,
@@ -344,11 +344,12 @@ export class PostgresMessageStore implements MessageStore {
   async unreadTotals(email: string): Promise<{ total: number; sessions: number }> {
     const rows = await this.run(() =>
       this.db.query<{ total: string | number; sessions: string | number }>(
-        `SELECT count(*) AS total, count(DISTINCT m.session_id) AS sessions
-           FROM chat_sessions s
-           JOIN chat_messages m ON m.session_id = s.id AND NOT m.seen AND m.deleted_at IS NULL
-          WHERE (s.sender_email = $1 OR s.receiver_email = $1)
-            AND m.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END`,
+        `SELECT coalesce(sum(unread), 0) AS total, count(*) FILTER (WHERE unread > 0) AS sessions
+           FROM (SELECT (SELECT count(*) FROM chat_messages m
+                          WHERE m.session_id = s.id AND NOT m.seen AND m.deleted_at IS NULL
+                            AND m.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END) AS unread
+                   FROM chat_sessions s
+                  WHERE s.sender_email = $1 OR s.receiver_email = $1) per_session`,
         [email],
       ),
     );
@@ -568,11 +569,13 @@ WITH item AS (
   SELECT * FROM jsonb_to_recordset($1::jsonb)
     AS t(id uuid, session_id uuid, sender_profile_id uuid, content text, client_msg_id uuid, sent_at timestamptz, destination text, payload jsonb, n int)
 ), locked AS MATERIALIZED (
-  SELECT id, last_seq, (blocked_by_sender_at IS NOT NULL OR blocked_by_receiver_at IS NOT NULL) AS blocked
-    FROM chat_sessions WHERE id IN (SELECT session_id FROM item) ORDER BY id FOR UPDATE
+  SELECT s.* FROM (SELECT DISTINCT session_id FROM item ORDER BY session_id) i CROSS JOIN LATERAL (
+    SELECT id, last_seq, (blocked_by_sender_at IS NOT NULL OR blocked_by_receiver_at IS NOT NULL) AS blocked
+      FROM chat_sessions WHERE id = i.session_id LIMIT 1 FOR UPDATE) s
 ), existing AS MATERIALIZED (
-  SELECT ${MESSAGE_COLUMNS_OF('m')} FROM chat_messages m
-   WHERE (m.sender_profile_id, m.client_msg_id) IN (SELECT sender_profile_id, client_msg_id FROM item)
+  SELECT m.* FROM item i CROSS JOIN LATERAL (
+    SELECT ${MESSAGE_COLUMNS_OF('m')} FROM chat_messages m
+     WHERE m.sender_profile_id = i.sender_profile_id AND m.client_msg_id = i.client_msg_id LIMIT 1) m
 ), fresh AS MATERIALIZED (
   SELECT i.*, l.last_seq + row_number() OVER (PARTITION BY i.session_id ORDER BY i.n) AS seq
     FROM item i JOIN locked l ON l.id = i.session_id AND NOT l.blocked
