@@ -224,9 +224,10 @@ export class PostgresMessageStore implements MessageStore {
                   WHERE u.session_id = s.id AND NOT u.seen AND u.deleted_at IS NULL
                     AND u.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END) AS unread,
                 CASE WHEN s.sender_email = $1 THEN s.blocked_by_sender_at IS NOT NULL ELSE s.blocked_by_receiver_at IS NOT NULL END AS blocked_by_me
-           FROM chat_sessions s
+           FROM (SELECT * FROM chat_sessions WHERE sender_email = $1
+                 UNION ALL
+                 SELECT * FROM chat_sessions WHERE receiver_email = $1 AND sender_email <> $1) s
            LEFT JOIN LATERAL (SELECT * FROM chat_messages m WHERE m.session_id = s.id AND m.seq = s.last_seq LIMIT 1) m ON true
-          WHERE s.sender_email = $1 OR s.receiver_email = $1
           ORDER BY COALESCE(s.last_message_at, s.created_at) DESC, s.id
           LIMIT $2`,
         [email, limit],
@@ -348,8 +349,9 @@ export class PostgresMessageStore implements MessageStore {
            FROM (SELECT (SELECT count(*) FROM chat_messages m
                           WHERE m.session_id = s.id AND NOT m.seen AND m.deleted_at IS NULL
                             AND m.sender_profile_id <> CASE WHEN s.sender_email = $1 THEN s.sender_profile_id ELSE s.receiver_profile_id END) AS unread
-                   FROM chat_sessions s
-                  WHERE s.sender_email = $1 OR s.receiver_email = $1) per_session`,
+                   FROM (SELECT * FROM chat_sessions WHERE sender_email = $1
+                         UNION ALL
+                         SELECT * FROM chat_sessions WHERE receiver_email = $1 AND sender_email <> $1) s) per_session`,
         [email],
       ),
     );

@@ -51,7 +51,7 @@ UPDATE chat_message_outbox AS o
        last_error = f.error,
        dead = o.retry_count + f.counted >= $4
   FROM unnest($1::bigint[], $2::int[], $3::double precision[], $5::text[], $6::bigint[]) AS f(id, counted, delay_ms, error, lease)
- WHERE o.id = f.id AND NOT o.processed AND NOT o.dead
+ WHERE o.id = f.id AND o.id = ANY($1::bigint[]) AND NOT o.processed AND NOT o.dead
    AND (extract(epoch FROM o.next_retry_at) * 1000000)::bigint = f.lease
 RETURNING o.id, o.retry_count, o.dead`;
 
@@ -89,10 +89,10 @@ SELECT (SELECT count(*) FROM chat_message_outbox WHERE NOT processed AND NOT dea
        (SELECT count(*) FROM chat_message_outbox WHERE dead) AS dead`;
 
 /** The partial index on unpublished rows serves the min; readiness asks it on every probe. */
+/** Readiness asks this on every probe: the first pending row by id, read from the claim index. */
 const OLDEST_PENDING_SQL = `
-SELECT (extract(epoch FROM now() - min(created_at)) * 1000)::float8 AS ms
-  FROM chat_message_outbox
- WHERE NOT processed AND NOT dead`;
+SELECT (extract(epoch FROM now() - (SELECT created_at FROM chat_message_outbox
+                                     WHERE NOT processed AND NOT dead ORDER BY id LIMIT 1)) * 1000)::float8 AS ms`;
 
 /** Served by the partial index on dead rows (0005_presence). */
 const LIST_DEAD_SQL = `

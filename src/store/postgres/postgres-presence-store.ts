@@ -81,11 +81,11 @@ SELECT u.email FROM unnest($1::text[]) AS u(email)
 
 const PRESENCE_OF_SQL = `
 SELECT u.email,
-       EXISTS (SELECT 1 FROM chat_presence p JOIN chat_instances i ON i.id = p.instance_id
-                WHERE p.email = u.email AND i.alive_at > now() - $2::double precision * interval '1 millisecond') AS online,
-       s.last_seen_at
-  FROM unnest($1::text[]) AS u(email)
-  LEFT JOIN chat_last_seen s ON s.email = u.email`;
+       EXISTS (SELECT 1 FROM chat_presence p
+                WHERE p.email = u.email
+                  AND (SELECT i.alive_at FROM chat_instances i WHERE i.id = p.instance_id) > now() - $2::double precision * interval '1 millisecond') AS online,
+       (SELECT s.last_seen_at FROM chat_last_seen s WHERE s.email = u.email) AS last_seen_at
+  FROM unnest($1::text[]) AS u(email)`;
 
 /** Emails on sessions are stored in comparison form, as callers pass them. */
 const PEERS_OF_SQL = `
