@@ -4,7 +4,7 @@
  * Appends are group-committed (see group-committer.ts), and a batch is one statement run on its own
  * (APPEND_BATCH_SQL): the sessions are locked in id order (FOR UPDATE, so concurrent batches on any
  * instance serialise per session and never deadlock), seqs are assigned from last_seq, and messages
- * plus one outbox row per event are inserted with unnest. A concurrent insert of the same
+ * plus one outbox row per event are inserted from the batch, sent as one JSON document. A concurrent insert of the same
  * idempotency key by another transaction makes the statement fail and run again, so seq stays
  * gapless and a repeat never writes a second row.
  *
@@ -566,6 +566,9 @@ const NOTIFY_UNLESS_LEASED = (origin: string, leaseMs: string): string =>
  * the key's unique constraint, and the statement writes nothing: the caller runs it again, and the
  * key is then found as a repeat. So seq stays gapless and a repeat never writes a second row.
  */
+// Sessions and repeats are looked up one key at a time (LATERAL … LIMIT 1), never as a join the
+// planner may hash: the plan a connection caches must read both tables by index even when it was
+// made on an empty database (docs/adr/0019).
 const appendBatchSql = (webhookType: boolean): string => `
 WITH item AS (
   SELECT * FROM jsonb_to_recordset($1::jsonb)

@@ -88,7 +88,6 @@ const COUNTS_SQL = `
 SELECT (SELECT count(*) FROM chat_message_outbox WHERE NOT processed AND NOT dead) AS pending,
        (SELECT count(*) FROM chat_message_outbox WHERE dead) AS dead`;
 
-/** The partial index on unpublished rows serves the min; readiness asks it on every probe. */
 /** Readiness asks this on every probe: the first pending row by id, read from the claim index. */
 const OLDEST_PENDING_SQL = `
 SELECT (extract(epoch FROM now() - (SELECT created_at FROM chat_message_outbox
