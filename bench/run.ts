@@ -264,6 +264,7 @@ async function main(): Promise<void> {
     senders.forEach((s) => s.stop());
     const throughput = { acked: acked / elapsed1, delivered: delivered / elapsed1, deliver: [...deliverLatency].sort((a, b) => a - b), ack: [...ackLatency].sort((a, b) => a - b) };
     await settle();
+    const undeliveredAfterClosed = awaitingDelivery.size;
 
     // Phase 2: open loop at a fixed rate (default: 60% of the measured ceiling), latency at that load.
     const rate = Number(env.BENCH_RATE ?? (closedLoop ? Math.max(100, Math.round(throughput.acked * 0.6 / 100) * 100) : 500));
@@ -325,7 +326,7 @@ async function main(): Promise<void> {
     console.log('| phase | figure |');
     console.log('|---|---|');
     if (closedLoop) {
-      console.log(`| closed loop, ${PAIRS} senders × ${WINDOW} in flight | **${fmt(throughput.acked, 0)} msg/s acked**, ${fmt(throughput.delivered, 0)} msg/s delivered |`);
+      console.log(`| closed loop, ${PAIRS} senders × ${WINDOW} in flight | **${fmt(throughput.acked, 0)} msg/s acked**, ${fmt(throughput.delivered, 0)} msg/s delivered; undelivered at end: ${undeliveredAfterClosed} |`);
       console.log(`| closed loop: send→deliver latency | p50 ${fmt(percentile(throughput.deliver, 0.5))} ms, p95 ${fmt(percentile(throughput.deliver, 0.95))} ms, p99 ${fmt(percentile(throughput.deliver, 0.99))} ms |`);
       console.log(`| closed loop: send→ack latency | p50 ${fmt(percentile(throughput.ack, 0.5))} ms, p99 ${fmt(percentile(throughput.ack, 0.99))} ms |`);
       console.log(`| closed loop: cpu µs/msg delivered | ${cpu1} |`);
