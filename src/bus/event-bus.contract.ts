@@ -184,6 +184,21 @@ export function describeEventBusContract(name: string, open: () => Promise<BusFi
       expect(inboxes[0].count(repeated)).toBe(1);
     });
 
+    it('deliverLocally hands envelopes to this instance only, after the call returns, in call order', async () => {
+      const [alice, bob] = [newUser(), newUser()];
+      await buses[0].addInterest(alice);
+      await buses[1].addInterest(alice);
+      const envelopes = [envelopeFor(alice, bob), envelopeFor(bob), envelopeFor(alice)];
+      const before = inboxes[0].received.length;
+      for (const envelope of envelopes) buses[0].deliverLocally(envelope);
+      expect(inboxes[0].received.length).toBe(before);
+      await expect.poll(() => inboxes[0].received.length, { timeout: 5_000, interval: 5 }).toBe(before + envelopes.length);
+      expect(inboxes[0].received.slice(before).map(idOf)).toEqual(envelopes.map(idOf));
+      // Nothing crosses to other instances, whoever is interested there.
+      await flush(buses[0], inboxes[1], alice);
+      for (const envelope of envelopes) expect(inboxes[1].count(envelope)).toBe(0);
+    });
+
     it('hands every handler an envelope deep-equal to the published one', async () => {
       const [alice, bob] = [newUser(), newUser()];
       const second: BusEnvelope[] = [];

@@ -13,7 +13,8 @@
  *   not re-enter itself or see the publisher's stack half-way through.
  * - Each receiving bus gets its own copy parsed from the JSON the publisher's envelope serialised
  *   to at publish time, as if it had crossed the wire: neither side can mutate the other's object,
- *   and anything that would not survive JSON fails here too, not only in production.
+ *   and anything that would not survive JSON fails here too, not only in production. An envelope
+ *   no other bus is interested in is not serialised at all (a single instance's every event).
  * - Interest is reference-counted; at zero it lingers for `lingerMs` (default 0 here) before the
  *   user stops being routed to this bus, and a new `addInterest` during the linger cancels that.
  */
@@ -39,10 +40,18 @@ export class MemoryBroker {
     };
   }
 
-  /** `recipients` are normalised; `json` is the serialised envelope; `except` is skipped. */
-  route(recipients: readonly string[], json: string, except?: BrokerMember): void {
+  /**
+   * Hands the envelope, serialised, to every member interested in one of its recipients but
+   * `except`. It is serialised only when some member gets it: a single instance publishes every
+   * event only to skip itself.
+   */
+  route(envelope: BusEnvelope, except?: BrokerMember, serialised?: string): void {
+    let recipients: string[] | undefined;
+    let json = serialised;
     for (const member of this.members) {
-      if (member !== except && recipients.some((user) => member.isInterestedIn(user))) member.deliver(json);
+      if (member === except) continue;
+      recipients ??= envelope.recipients.map(normaliseUserEmail);
+      if (recipients.some((user) => member.isInterestedIn(user))) member.deliver((json ??= JSON.stringify(envelope)));
     }
   }
 }
@@ -70,8 +79,10 @@ export class MemoryEventBus implements EventBus {
   private leave: (() => void) | undefined;
   private readonly member: BrokerMember = {
     isInterestedIn: (user) => this.interests.has(user),
-    deliver: (json) => setImmediate(() => this.dispatch(json)),
+    deliver: (json) => setImmediate(() => this.dispatch(JSON.parse(json) as BusEnvelope)),
   };
+  /** Envelopes handed to deliverLocally, dispatched together on the next turn of the event loop. */
+  private localDeliveries: BusEnvelope[] = [];
   private state: 'new' | 'started' | 'stopped' = 'new';
 
   constructor(options: MemoryEventBusOptions = {}) {
@@ -101,13 +112,12 @@ export class MemoryEventBus implements EventBus {
 
   publish(envelope: BusEnvelope): Promise<void> {
     if (this.state !== 'started') return Promise.reject(new Error(`MemoryEventBus: publish while ${this.state}, call start() first`));
-    let json: string;
     try {
-      json = JSON.stringify(envelope);
+      // Serialised whoever is interested: an envelope that cannot cross the wire fails here as on RabbitMQ.
+      this.broker.route(envelope, undefined, JSON.stringify(envelope));
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
-    this.broker.route(envelope.recipients.map(normaliseUserEmail), json);
     return Promise.resolve();
   }
 
@@ -116,7 +126,7 @@ export class MemoryEventBus implements EventBus {
     // Routed one by one: the broker stand-in costs nothing per message, and each bus is handed
     // only the events of its interested users, as the port says.
     try {
-      for (const envelope of envelopes) this.broker.route(envelope.recipients.map(normaliseUserEmail), JSON.stringify(envelope), options.deliveredHere ? this.member : undefined);
+      for (const envelope of envelopes) this.broker.route(envelope, options.deliveredHere ? this.member : undefined);
     } catch (err) {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
@@ -128,8 +138,9 @@ export class MemoryEventBus implements EventBus {
   }
 
   deliverLocally(envelope: BusEnvelope): void {
-    const json = JSON.stringify(envelope);
-    setImmediate(() => this.dispatch(json));
+    // Handed over later, as a delivery from the broker would be; a commit's events share one turn.
+    this.localDeliveries.push(envelope);
+    if (this.localDeliveries.length === 1) setImmediate(() => this.dispatchLocalDeliveries());
   }
 
   addInterest(userEmail: string): Promise<void> {
@@ -169,9 +180,14 @@ export class MemoryEventBus implements EventBus {
     return this.state === 'started';
   }
 
-  private dispatch(json: string): void {
+  private dispatchLocalDeliveries(): void {
+    const envelopes = this.localDeliveries;
+    this.localDeliveries = [];
+    for (const envelope of envelopes) this.dispatch(envelope);
+  }
+
+  private dispatch(envelope: BusEnvelope): void {
     if (this.state !== 'started') return;
-    const envelope = JSON.parse(json) as BusEnvelope;
     for (const handler of this.handlers) {
       try {
         handler(envelope);

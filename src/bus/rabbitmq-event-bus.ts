@@ -45,6 +45,7 @@
  *   for ever. Handlers run synchronously in the consumer callback and the message is acked after.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { ConsumerStatus } from 'rabbitmq-client';
 import type { AsyncMessage, Connection, Consumer, Publisher } from 'rabbitmq-client';
 import type { BusEnvelope, BusHandler, EventBus, PublishBatchOptions } from '../chat/ports.js';
@@ -113,6 +114,13 @@ export class RabbitMqEventBus implements EventBus {
   private readonly log: AdapterLogger;
 
   private readonly handlers: BusHandler[] = [];
+  /** Envelopes handed to deliverLocally, dispatched together on the next turn of the event loop. */
+  private localDeliveries: BusEnvelope[] = [];
+  /**
+   * Routing key by email as given: every event names two recipients, and hashing each on every
+   * publish and every receipt was a measurable share of an instance's CPU (docs/benchmarks.md).
+   */
+  private readonly routingKeys = new LRUCache<string, string>({ max: ROUTING_KEY_CACHE_SIZE });
   /** By routing key; a user is bound (or being bound) while present, lingering included. */
   private readonly interests = new Map<string, Interest>();
   private readonly pendingUnbinds = new Map<string, Promise<void>>();
@@ -217,9 +225,9 @@ export class RabbitMqEventBus implements EventBus {
   }
 
   deliverLocally(envelope: BusEnvelope): void {
-    // A copy as the wire would make it, handed over later, as a delivery from the broker would be.
-    const copy = JSON.parse(JSON.stringify(envelope)) as BusEnvelope;
-    setImmediate(() => this.dispatch(copy));
+    // Handed over later, as a delivery from the broker would be; a commit's events share one turn.
+    this.localDeliveries.push(envelope);
+    if (this.localDeliveries.length === 1) setImmediate(() => this.dispatchLocalDeliveries());
   }
 
   async addInterest(userEmail: string): Promise<void> {
@@ -279,7 +287,12 @@ export class RabbitMqEventBus implements EventBus {
   }
 
   private routingKey(userEmail: string): string {
-    return userRoutingKey(normaliseUserEmail(userEmail), this.routingKeyPrefix);
+    let key = this.routingKeys.get(userEmail);
+    if (key === undefined) {
+      key = userRoutingKey(normaliseUserEmail(userEmail), this.routingKeyPrefix);
+      this.routingKeys.set(userEmail, key);
+    }
+    return key;
   }
 
   private readonly onReconnected: (() => void) | undefined;
@@ -400,6 +413,12 @@ export class RabbitMqEventBus implements EventBus {
     return ConsumerStatus.ACK;
   }
 
+  private dispatchLocalDeliveries(): void {
+    const envelopes = this.localDeliveries;
+    this.localDeliveries = [];
+    for (const envelope of envelopes) this.dispatch(envelope);
+  }
+
   private dispatch(envelope: BusEnvelope): void {
     for (const handler of this.handlers) {
       try {
@@ -496,3 +515,5 @@ const MAX_BATCH_EVENTS = 500;
 const MAX_BATCH_BYTES = 512 * 1024;
 /** Routing keys in one batch's CC header, which must fit one frame: 1,000 × 38 bytes stays well inside the 128 KiB frame_max of openAmqpConnection. */
 const MAX_BATCH_KEYS = 1_000;
+/** Emails whose routing key is remembered: the users of a busy instance and their peers. */
+const ROUTING_KEY_CACHE_SIZE = 100_000;

@@ -44,7 +44,10 @@ export interface PublishBatchOptions {
   readonly deliveredHere?: boolean;
 }
 
-/** Receives bus deliveries on this instance. Must not throw; errors are its own to log. */
+/**
+ * Receives bus deliveries on this instance. Must not throw; errors are its own to log. Must not
+ * change the envelope: every handler gets the same object, and a local delivery's is the caller's.
+ */
 export type BusHandler = (envelope: BusEnvelope) => void;
 
 /**
@@ -69,9 +72,11 @@ export type BusHandler = (envelope: BusEnvelope) => void;
  *   (clients order by seq).
  * - `onEvent` handlers are called for every received envelope; `start` must be called before
  *   `publish`; `stop` releases everything and is idempotent.
- * - `deliverLocally` hands an envelope to this instance's own handlers only, without the broker:
- *   what the caller does when `publish` failed, so users connected here still get the event live
- *   while the broker is away (other instances get it when a later publish succeeds).
+ * - `deliverLocally` hands an envelope to this instance's own handlers only, without the broker,
+ *   on a later turn of the event loop (never inside the call), in the order of the calls: what the
+ *   writing instance does right after a commit, and what a caller does when `publish` failed, so
+ *   users connected here get the event live also while the broker is away (other instances get it
+ *   when a later publish succeeds).
  * - `addInterest` while the broker is unreachable holds the interest and resolves: the binding is
  *   made when the connection is back, before consuming resumes. Events published meanwhile could
  *   not reach the broker anyway; local ones arrive through `deliverLocally`.
