@@ -23,6 +23,7 @@ import type { TokenVerifier, VerifiedToken } from '../auth/token-verifier.js';
 import type { UserRateLimiter } from '../limits/user-rate-limiter.js';
 import type { StompConnection, StompHandler, Subscription } from './stomp/stomp-connection.js';
 import { header, type StompFrame } from './stomp/stomp-frame.js';
+import { encodeMessagePart, type MessagePart } from './stomp/frame-encoder.js';
 import { contextFrom, inSpan, tracer } from '../observability/tracing.js';
 
 const TOPIC_PREFIX = '/topic/session.';
@@ -252,7 +253,6 @@ export class RealtimeGateway implements StompHandler {
     const subs = this.queueListeners.get(conn)?.get('error');
     if (!subs || subs.size === 0) return false;
     const problem = { ...toProblem(err), ...(context.clientMessageId ? { clientMessageId: context.clientMessageId } : {}) };
-    const body = Buffer.from(JSON.stringify(problem));
     const headers: Array<readonly [string, string]> = [
       ['content-type', 'application/json'],
       ['event-type', 'error'],
@@ -260,7 +260,8 @@ export class RealtimeGateway implements StompHandler {
     ];
     if (context.clientMessageId) headers.push(['client-message-id', context.clientMessageId]);
     if (context.receipt) headers.push(['receipt-id', context.receipt]);
-    for (const sub of subs) conn.deliver(sub, headers, body);
+    const message = encodeMessagePart(headers, Buffer.from(JSON.stringify(problem)));
+    for (const sub of subs) conn.deliver(sub, message);
     return true;
   }
 
@@ -291,15 +292,23 @@ export class RealtimeGateway implements StompHandler {
       this.disconnectUser(event.disconnect.email, event.disconnect.by);
       return;
     }
-    const body = Buffer.from(JSON.stringify(bodyOf(event)));
-    const headers = headersOf(event);
+    // Encoded once for every subscription it reaches here; framed per subscription.
+    let message: MessagePart | undefined;
     const token: DeliveryToken | undefined = event.type === 'message' ? { sessionId: event.sessionId, messageId: event.message.messageId } : undefined;
     let messagesWritten = 0;
     for (const destination of event.destinations) {
       const toRecipient = isUserQueue(destination, 'messages');
-      for (const { conn, sub } of this.listenersOf(destination)) {
-        conn.deliver(sub, headers, body, toRecipient ? token : undefined);
+      const deliver = (conn: StompConnection, sub: Subscription): void => {
+        message ??= encodeMessagePart(headersOf(event), Buffer.from(JSON.stringify(bodyOf(event))));
+        conn.deliver(sub, message, toRecipient ? token : undefined);
         if (toRecipient) messagesWritten++;
+      };
+      if ('topic' in destination) {
+        for (const { conn, sub } of this.topicListeners.get(destination.topic) ?? []) deliver(conn, sub);
+        continue;
+      }
+      for (const conn of this.connectionsByUser.get(destination.user) ?? []) {
+        for (const sub of this.queueListeners.get(conn)?.get(destination.queue) ?? []) deliver(conn, sub);
       }
     }
     if (messagesWritten > 0 && event.type === 'message') {
@@ -317,17 +326,6 @@ export class RealtimeGateway implements StompHandler {
     for (const conn of conns) conn.fail(new ChatError('DISCONNECTED_BY_ADMIN', 'an administrator closed this connection'));
   }
 
-  private *listenersOf(destination: Destination): Iterable<Listener> {
-    if ('topic' in destination) {
-      const set = this.topicListeners.get(destination.topic);
-      if (set) yield* set;
-      return;
-    }
-    for (const conn of this.connectionsByUser.get(destination.user) ?? []) {
-      for (const sub of this.queueListeners.get(conn)?.get(destination.queue) ?? []) yield { conn, sub };
-    }
-  }
-
   private deliverToConnection(conn: StompConnection, queue: UserQueue, payload: unknown): void {
     const message = payload as { sessionId?: string; seq?: number; clientMessageId?: string };
     const headers: Array<readonly [string, string]> = [
@@ -335,8 +333,8 @@ export class RealtimeGateway implements StompHandler {
       ['event-type', 'message'],
     ];
     if (message.clientMessageId) headers.push(['client-message-id', message.clientMessageId]);
-    const body = Buffer.from(JSON.stringify(payload));
-    for (const sub of this.queueListeners.get(conn)?.get(queue) ?? []) conn.deliver(sub, headers, body);
+    const encoded = encodeMessagePart(headers, Buffer.from(JSON.stringify(payload)));
+    for (const sub of this.queueListeners.get(conn)?.get(queue) ?? []) conn.deliver(sub, encoded);
   }
 }
 

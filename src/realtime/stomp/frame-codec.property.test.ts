@@ -6,7 +6,7 @@ import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
 import { STOMP_DECODE_ERROR_CODES, StompFrameDecoder } from './frame-decoder.js';
 import type { StompDecoderEvent, StompFrameDecoderOptions } from './frame-decoder.js';
-import { encodeFrame } from './frame-encoder.js';
+import { encodeFrame, encodeMessage, encodeMessagePart } from './frame-encoder.js';
 import { CLIENT_COMMANDS, SERVER_COMMANDS } from './stomp-frame.js';
 import type { StompFrame } from './stomp-frame.js';
 
@@ -212,6 +212,17 @@ describe('STOMP codec properties', () => {
           : frame.headers;
         const events = decodeChunks(split(encodeFrame(frame), cutPoints), decoderOptions);
         expect(events).toEqual([{ kind: 'frame', frame: { ...frame, headers: expectedHeaders } }]);
+      }),
+      { numRuns: 400 },
+    );
+  });
+
+  it('frames a message encoded once for many subscriptions exactly as encodeFrame frames it', () => {
+    fc.assert(
+      fc.property(headersFor('MESSAGE'), headersFor('MESSAGE'), bodyFor('MESSAGE'), (own, shared, bytes) => {
+        const body = Buffer.from(bytes);
+        const part = encodeMessagePart(shared, body);
+        expect(encodeMessage(own, part)).toEqual(encodeFrame({ command: 'MESSAGE', headers: [...own, ...shared], body }));
       }),
       { numRuns: 400 },
     );

@@ -32,12 +32,7 @@ export function encodeFrame(frame: StompFrame): Buffer {
   if (!withBody && body.length > 0) throw new RangeError(`encodeFrame: ${command} frames must not have a body`);
   const escaped = escapesHeaders(command);
 
-  let head = `${command}\n`;
-  for (const [name, value] of frame.headers) {
-    if (name === 'content-length') continue;
-    if (name === '') throw new RangeError('encodeFrame: empty header name');
-    head += `${encodeHeaderText(name, escaped, true)}:${encodeHeaderText(value, escaped, false)}\n`;
-  }
+  let head = `${command}\n${headerLines(frame.headers, escaped)}`;
   if (withBody) head += `content-length:${body.length}\n`;
   head += '\n';
 
@@ -49,7 +44,53 @@ export function encodeFrame(frame: StompFrame): Buffer {
   return out;
 }
 
+/**
+ * What a MESSAGE frame holds that is the same for every subscription it goes to: the headers after
+ * the subscription's own, escaped and ending with `content-length`, and the body. An event delivered
+ * to several subscriptions is encoded once (encodeMessagePart), then framed per subscription
+ * (encodeMessage).
+ */
+export interface MessagePart {
+  readonly headText: string;
+  readonly headBytes: number;
+  readonly body: Buffer;
+}
+
+/** @throws RangeError as encodeFrame does for a header it cannot represent. */
+export function encodeMessagePart(headers: ReadonlyArray<readonly [string, string]>, body: Buffer): MessagePart {
+  const headText = `${headerLines(headers, true)}content-length:${body.length}\n\n`;
+  return { headText, headBytes: Buffer.byteLength(headText, 'utf8'), body };
+}
+
+/** A MESSAGE frame: `own` headers (the subscription's), then the shared part; equal to encodeFrame of the same headers and body. */
+export function encodeMessage(own: ReadonlyArray<readonly [string, string]>, part: MessagePart): Buffer {
+  const head = `MESSAGE\n${headerLines(own, true)}`;
+  const ownBytes = Buffer.byteLength(head, 'utf8');
+  const out = Buffer.allocUnsafe(ownBytes + part.headBytes + part.body.length + 1);
+  out.write(head, 0, 'utf8');
+  out.write(part.headText, ownBytes, 'utf8');
+  part.body.copy(out, ownBytes + part.headBytes);
+  out[out.length - 1] = 0;
+  return out;
+}
+
+/** Header lines, each `name:value\n`; a `content-length` is left out (the encoder writes the true one). */
+function headerLines(headers: ReadonlyArray<readonly [string, string]>, escaped: boolean): string {
+  let lines = '';
+  for (const [name, value] of headers) {
+    if (name === 'content-length') continue;
+    if (name === '') throw new RangeError('encodeFrame: empty header name');
+    lines += `${encodeHeaderText(name, escaped, true)}:${encodeHeaderText(value, escaped, false)}\n`;
+  }
+  return lines;
+}
+
+/** Any character a header may need escaped or refused for. */
+const SPECIAL = /[\\\r\n:\0]/;
+
 function encodeHeaderText(text: string, escaped: boolean, isName: boolean): string {
+  // Most headers (ids, destinations, numbers) need nothing: one scan instead of two.
+  if (!SPECIAL.test(text)) return text;
   if (text.includes('\0')) throw new RangeError('encodeFrame: NUL in header');
   if (escaped) return text.replace(/[\\\r\n:]/g, (c) => ESCAPES[c] ?? c);
   if (/[\r\n]/.test(text) || (isName && text.includes(':'))) {

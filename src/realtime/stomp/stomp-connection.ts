@@ -30,7 +30,7 @@ import { toProblem } from '../../chat/problem.js';
 import { FrameBudget, type FrameBudgetVerdict } from '../../limits/frame-budget.js';
 import { InboundBacklog, type InboundBacklogLimits } from '../../limits/inbound-backlog.js';
 import { reconnectAfter } from './connection-codes.js';
-import { encodeFrame, HEARTBEAT_EOL } from './frame-encoder.js';
+import { encodeFrame, encodeMessage, HEARTBEAT_EOL, type MessagePart } from './frame-encoder.js';
 import { type StompFrameDecoderLimits, StompFrameDecoder } from './frame-decoder.js';
 import { header, type StompFrame } from './stomp-frame.js';
 
@@ -205,17 +205,16 @@ export class StompConnection {
   }
 
   /** Writes a MESSAGE for a subscription; `token` comes back in `acked` when the client ACKs it. */
-  deliver(sub: Subscription, headers: ReadonlyArray<readonly [string, string]>, body: Buffer, token?: unknown): void {
+  deliver(sub: Subscription, message: MessagePart, token?: unknown): void {
     if (this.state !== 'connected' || this.subscriptions.get(sub.id) !== sub) return;
     const messageId = `${this.id}-${++this.messageCounter}`;
-    const frameHeaders: Array<readonly [string, string]> = [
+    const own: Array<readonly [string, string]> = [
       ['subscription', sub.id],
       ['message-id', messageId],
       ['destination', sub.destination],
-      ...headers,
     ];
     if (sub.ack !== 'auto') {
-      frameHeaders.push(['ack', messageId]);
+      own.push(['ack', messageId]);
       const pending = this.pendingAcks.get(sub.id)!;
       if (pending.size >= this.options.maxPendingAcks) {
         const oldest = pending.keys().next().value!;
@@ -225,7 +224,7 @@ export class StompConnection {
       pending.set(messageId, token);
       this.ackOwner.set(messageId, sub.id);
     }
-    this.write(encodeFrame({ command: 'MESSAGE', headers: frameHeaders, body }), false, 'MESSAGE');
+    this.write(encodeMessage(own, message), false, 'MESSAGE');
   }
 
   /**
