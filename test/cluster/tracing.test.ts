@@ -54,7 +54,7 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('tracing across instan
     receiver = await otlpReceiver();
     database = await createTestDatabase(infra.postgresUrl!);
     shared = sharedCluster(database.url, infra.rabbitmqUrl!);
-    for (const name of ['one', 'two']) instances.push(await startInstanceProcess(shared, { name, env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url } }));
+    for (const name of ['one', 'two']) instances.push(await startInstanceProcess(shared, { name, env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, LOG_LEVEL: 'debug' } }));
   }, 120_000);
 
   afterAll(async () => {
@@ -91,7 +91,7 @@ describe.skipIf(!infra.postgresUrl || !infra.rabbitmqUrl)('tracing across instan
     // exports on its own schedule, so the other's span may come after this one's.
     await expect.poll(() => inTrace().some((s) => s.name === 'chat.deliver' && s.instance === twoId), { timeout: 10_000 }).toBe(true);
 
-    // The stored message's log line carries the same trace id.
+    // The stored message's log line (debug) carries the same trace id.
     const stored = one
       .output()
       .split('\n')
