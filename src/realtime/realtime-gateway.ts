@@ -298,17 +298,10 @@ export class RealtimeGateway implements StompHandler {
     let messagesWritten = 0;
     for (const destination of event.destinations) {
       const toRecipient = isUserQueue(destination, 'messages');
-      const deliver = (conn: StompConnection, sub: Subscription): void => {
+      for (const { conn, sub } of this.listenersOf(destination)) {
         message ??= encodeMessagePart(headersOf(event), Buffer.from(JSON.stringify(bodyOf(event))));
         conn.deliver(sub, message, toRecipient ? token : undefined);
         if (toRecipient) messagesWritten++;
-      };
-      if ('topic' in destination) {
-        for (const { conn, sub } of this.topicListeners.get(destination.topic) ?? []) deliver(conn, sub);
-        continue;
-      }
-      for (const conn of this.connectionsByUser.get(destination.user) ?? []) {
-        for (const sub of this.queueListeners.get(conn)?.get(destination.queue) ?? []) deliver(conn, sub);
       }
     }
     if (messagesWritten > 0 && event.type === 'message') {
@@ -324,6 +317,16 @@ export class RealtimeGateway implements StompHandler {
     if (conns.length === 0) return;
     this.deps.logger.info({ user: email, admin: by, connections: conns.length }, 'connections closed by an administrator');
     for (const conn of conns) conn.fail(new ChatError('DISCONNECTED_BY_ADMIN', 'an administrator closed this connection'));
+  }
+
+  /** A plain collection, not a generator: this runs for every destination of every event. */
+  private listenersOf(destination: Destination): Iterable<Listener> {
+    if ('topic' in destination) return this.topicListeners.get(destination.topic) ?? NO_LISTENERS;
+    const listeners: Listener[] = [];
+    for (const conn of this.connectionsByUser.get(destination.user) ?? []) {
+      for (const sub of this.queueListeners.get(conn)?.get(destination.queue) ?? []) listeners.push({ conn, sub });
+    }
+    return listeners;
   }
 
   private deliverToConnection(conn: StompConnection, queue: UserQueue, payload: unknown): void {
@@ -350,6 +353,8 @@ function topicSessionOf(destination: string): string | undefined {
   if (destination.startsWith(CHAT_TOPIC_PREFIX)) return destination.slice(CHAT_TOPIC_PREFIX.length);
   return undefined;
 }
+
+const NO_LISTENERS: readonly Listener[] = [];
 
 const isUserQueue = (d: Destination, queue: UserQueue): boolean => 'queue' in d && d.queue === queue;
 
