@@ -324,8 +324,8 @@ export class PostgresMessageStore implements MessageStore {
       this.db.query<{ id: string; session_id: string; reporter_profile_id: string; reporter_email: string; message_id: string | null; reason: string; content: string | null; created_at: Date }>(
         `SELECT id, session_id, reporter_profile_id, reporter_email, message_id, reason, content, created_at
            FROM chat_reports
-          WHERE $2::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM chat_reports WHERE id = $2::uuid)
-          ORDER BY created_at DESC, id DESC
+          WHERE $2::uuid IS NULL OR position < (SELECT position FROM chat_reports WHERE id = $2::uuid)
+          ORDER BY position DESC
           LIMIT $1`,
         [limit, before ?? null],
       ),
