@@ -89,15 +89,22 @@ export class PhaseCpu {
     const extras: string[] = [];
     let serverSide = 0;
     let listed = 0;
+    let services = 0;
+    let loadgen = 0;
     for (const [name, endSample] of end.groups) {
       const { ticks, vanished } = groupDelta(start.groups.get(name) ?? new Map(), endSample);
       listed += ticks;
+      if (name.startsWith('service#')) services += ticks;
+      if (name === 'loadgen') loadgen += ticks;
       const text = `${name} ${show(perMessage(ticks))}${vanished > 0 ? ` (+${vanished} exited, unread)` : ''}`;
       if (SERVER_SIDE(name)) serverSide += ticks;
       if (name === 'pg background') extras.push(text);
       else parts.push(text);
     }
     parts.push(`server-side total ${show(perMessage(serverSide))}`);
+    // The load generator runs the same code whatever build is measured, so its cost per message
+    // tracks how fast the machine was during the phase; this ratio compares builds across runs.
+    if (loadgen > 0) extras.push(`services ÷ loadgen ${(services / loadgen).toFixed(2)}`);
     const machineBusy = end.machine.busy - start.machine.busy;
     const machineTotal = end.machine.total - start.machine.total;
     extras.push(
