@@ -81,6 +81,15 @@ const rows = () => db.query<{ attempts: number; lease: string | null; due_in_ms:
   `SELECT attempts, lease, (extract(epoch FROM next_attempt_at - now()) * 1000)::float8 AS due_in_ms, delivered_at IS NOT NULL AS delivered FROM chat_webhook_outbox ORDER BY id`,
 );
 
+it('gives up on a receiver that never answers after the timeout, records the attempt and tries again', async () => {
+  const r = await receiver({ hang: true });
+  await messageInNewSession();
+  dispatcher(r.url, { timeoutMs: 300, backoff: { initialMs: 50, maxMs: 50 } });
+  await expect.poll(async () => (await rows())[0]?.attempts ?? 0, { timeout: 5_000, interval: 50 }).toBeGreaterThanOrEqual(3);
+  const [error] = await db.query<{ last_error: string }>('SELECT last_error FROM chat_webhook_outbox');
+  expect(error!.last_error).toBe('no response within 300 ms');
+});
+
 it('holds at most WEBHOOK_CONCURRENCY requests against a receiver that never answers, whatever the backlog', async () => {
   const r = await receiver({ hang: true });
   for (let i = 0; i < 12; i++) await messageInNewSession();

@@ -216,16 +216,18 @@ export class WebhookDispatcher {
       return { ok: false, error: reason };
     }
     const timestamp = Math.floor(Date.now() / 1000);
+    // A timer of our own rather than AbortSignal.any([AbortSignal.timeout(…), …]): Node may collect
+    // a timeout signal held only by a composite one before it fires (nodejs/node#57736), and the
+    // request would then hold its slot for as long as the receiver keeps it open.
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(new DOMException(`no response within ${options.timeoutMs} ms`, 'TimeoutError')), options.timeoutMs);
+    const stop = (): void => abort.abort(this.stopping.signal.reason);
+    if (this.stopping.signal.aborted) stop();
+    else this.stopping.signal.addEventListener('abort', stop, { once: true });
     try {
       const headers = signedHeaders(options.secret, row.eventId, row.type, timestamp, body);
       if (this.target.authorization) headers.authorization = this.target.authorization;
-      const response = await fetch(this.target.url, {
-        method: 'POST',
-        headers,
-        body,
-        redirect: 'manual',
-        signal: AbortSignal.any([AbortSignal.timeout(options.timeoutMs), this.stopping.signal]),
-      });
+      const response = await fetch(this.target.url, { method: 'POST', headers, body, redirect: 'manual', signal: abort.signal });
       // Never read: what a receiver answers is not ours to hold in memory.
       await response.body?.cancel().catch(() => undefined);
       if (response.status >= 200 && response.status < 300) return { ok: true };
@@ -235,6 +237,9 @@ export class WebhookDispatcher {
       if (this.stopping.signal.aborted) return { ok: false, stopped: true };
       if (e.name === 'TimeoutError') return { ok: false, error: `no response within ${options.timeoutMs} ms` };
       return { ok: false, error: e.cause?.code ? `${e.message} (${e.cause.code})` : e.message };
+    } finally {
+      clearTimeout(timer);
+      this.stopping.signal.removeEventListener('abort', stop);
     }
   }
 
